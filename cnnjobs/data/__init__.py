@@ -1,0 +1,1 @@
+"""Datasets: readers of the users' layouts, Parquet shards written once, and the Ray Data pipeline."""

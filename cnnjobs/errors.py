@@ -1,0 +1,18 @@
+"""The one exception type for errors a user can cause (bad config, data or arguments)."""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """A problem with the user's input; the CLI prints it as one line and exits with code 2.
+
+    The message is written for the user: it names the file and the key or path at fault.
+    """
+
+
+class TrainingFailed(Exception):
+    """Training started but failed; the CLI exits with code 1 and points at the run's logs."""
+
+    def __init__(self, message: str, run_dir: str) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir

@@ -1,0 +1,1 @@
+"""Run folders, summaries, plots and predictions."""

@@ -1,0 +1,180 @@
+"""The driver side of a job: prepare the shards, build the TorchTrainer from the spec, run it, write the results.
+
+Ray objects are built from the spec here and nowhere else (ScalingConfig, RunConfig, DataConfig, TorchTrainer).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pyarrow.fs as pafs
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from cnnjobs import storage
+from cnnjobs.data.pipeline import build_datasets
+from cnnjobs.data.shards import Manifest, prepare
+from cnnjobs.errors import JobError, TrainingFailed
+from cnnjobs.results.rundir import RunDir, utc_now
+from cnnjobs.results.summary import split_metrics
+from cnnjobs.spec import JobSpec
+from cnnjobs.train.loop import BEST_FILE, MODEL_FILE, train_loop
+from cnnjobs.train.progress import ProgressTracker, Snapshot
+from cnnjobs.train.session import ray_session
+
+log = logging.getLogger("cnnjobs")
+
+ProgressCallback = Callable[[str, Snapshot | None, list[dict[str, Any]]], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `submit` returns: the run folder and its `summary.json` content."""
+
+    run_dir: str
+    summary: dict[str, Any]
+
+
+def check_monitor(job: JobSpec, manifest: Manifest) -> None:
+    """`train.monitor` may name a task (`val/<task>/acc`); that task must exist in the data."""
+    parts = job.train.monitor.split("/")
+    if len(parts) == 3 and parts[1] not in manifest.tasks:
+        raise JobError(f"train.monitor: no task {parts[1]!r} in the data (tasks: {', '.join(manifest.tasks)})")
+
+
+def resolve_use_gpu(job: JobSpec) -> bool:
+    """`scaling.use_gpu: auto` means a GPU per worker when the connected cluster has that many."""
+    if job.scaling.use_gpu == "auto":
+        return ray.cluster_resources().get("GPU", 0) >= job.scaling.num_workers
+    return bool(job.scaling.use_gpu)
+
+
+def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any) -> TorchTrainer:
+    """The TorchTrainer for `job`: one DDP worker per `scaling.num_workers`, checkpoints into the run folder."""
+    use_gpu = resolve_use_gpu(job)
+    resources = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    fs, _ = storage.resolve(run.location)
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={"job": job, "manifest": manifest, "progress": progress},
+        scaling_config=ray.train.ScalingConfig(num_workers=job.scaling.num_workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=run.run_id,
+            storage_path=run.storage_parent,
+            storage_filesystem=fs if storage.is_uri(run.location) else None,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=0),
+        ),
+        datasets=build_datasets(manifest),
+        # Only the train split is divided among workers; every worker evaluates all of val and test.
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+
+
+def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCallback | None = None) -> RunResult:
+    """Run `job` to the end on Ray Train and return its summary.
+
+    Connects to `address` (or `RAY_ADDRESS`), else starts a local Ray instance sized to this machine and stops it
+    afterwards. Raises `JobError` for bad input and `TrainingFailed` when training itself fails.
+    """
+    notify = on_progress or (lambda *args: None)
+    notify("preparing data", None, [])
+    manifest, cached = prepare(job.data)
+    check_monitor(job, manifest)
+    run = RunDir.create(job)
+    summary: dict[str, Any] = {
+        "job": job.name, "run_id": run.run_id, "run_dir": run.location, "kind": "train", "status": "running",
+        "started": utc_now(), "monitor": job.train.monitor, "mode": job.train.monitor_mode,
+        "arch": job.model.arch, "epochs": job.train.epochs,
+        "data": {"shards": manifest.location, "cached": cached, "image_shape": list(manifest.image_shape),
+                 "tasks": {t: len(c) for t, c in manifest.tasks.items()},
+                 "rows": {split: manifest.num_rows(split) for split in manifest.files}},
+    }
+    run.write_summary(summary)
+    rows: list[dict[str, Any]] = []
+    try:
+        with ray_session(run.logs_dir, address=address, workers=job.scaling.num_workers,
+                         cpus_per_worker=job.scaling.cpus_per_worker):
+            notify("starting workers", None, rows)
+            tracker = ProgressTracker.remote()
+            summary["use_gpu"] = resolve_use_gpu(job)
+            result = _fit_with_progress(build_trainer(job, manifest, run, tracker), tracker, run, rows, notify)
+            _keep_best_model(result.checkpoint, run)
+    except JobError:
+        raise
+    except BaseException as exc:  # training broke (or Ctrl-C): the run folder says so, nothing written is lost
+        log.error("training failed:\n%s", traceback.format_exc())
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        summary.update(status="interrupted" if interrupted else "failed", error=_first_line(exc))
+        _finish(run, summary, rows, time.time())
+        if interrupted:
+            raise
+        raise TrainingFailed(f"training failed: {_first_line(exc)}", run.location) from exc
+    summary.update(status="succeeded", best_model="best_model.pt")
+    _finish(run, summary, rows, time.time())
+    return RunResult(run.location, summary)
+
+
+def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, rows: list[dict[str, Any]],
+                       notify: ProgressCallback) -> ray.train.Result:
+    """Run `trainer.fit()` in a thread while polling the progress actor; epochs land in metrics.csv as they end."""
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # handed to the main thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=fit, name="cnnjobs-fit", daemon=True)
+    thread.start()
+    while True:
+        thread.join(timeout=0.25)
+        snapshot = ray.get(tracker.poll.remote(len(rows)))
+        if snapshot.new_epochs:
+            rows.extend(snapshot.new_epochs)
+            run.write_metrics(rows)
+        notify("training", snapshot, rows)
+        if not thread.is_alive():
+            break
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _keep_best_model(checkpoint: ray.train.Checkpoint | None, run: RunDir) -> None:
+    """Copy the best weights out of the last checkpoint to `<run>/best_model.pt`."""
+    if checkpoint is None:
+        raise RuntimeError("training reported no checkpoint")
+    fs = checkpoint.filesystem
+    best = f"{checkpoint.path}/{BEST_FILE}"
+    source = best if fs.get_file_info(best).type == pafs.FileType.File else f"{checkpoint.path}/{MODEL_FILE}"
+    target_fs, target = storage.resolve(run.path(BEST_FILE))
+    if isinstance(fs, pafs.LocalFileSystem) and isinstance(target_fs, pafs.LocalFileSystem):
+        shutil.copyfile(source, target)
+    else:
+        pafs.copy_files(source, target, source_filesystem=fs, destination_filesystem=target_fs)
+
+
+def _finish(run: RunDir, summary: dict[str, Any], rows: list[dict[str, Any]], finished: float) -> None:
+    summary["finished"] = utc_now()
+    summary["duration_s"] = round(finished - run.started, 1)
+    summary["epochs_run"] = len(rows)
+    if rows:
+        summary.update(split_metrics(rows, summary["monitor"]))
+        run.write_metrics(rows)
+    run.write_summary(summary)
+    run.upload_logs()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text.splitlines()[0][:300]

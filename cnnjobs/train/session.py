@@ -1,0 +1,97 @@
+"""Connecting to Ray: an existing cluster, or the embedded local instance; Ray's log lines go to the run's logs.
+
+The terminal belongs to cnnjobs' own progress view, so Ray's driver-side loggers write to `<run>/logs/ray.log`
+and worker output stays in Ray's session logs (`log_to_driver=False`), whose folder is recorded in the run's logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import ray
+
+_LOGGERS = ("ray", "cnnjobs")
+
+
+def local_cpus(workers: int, cpus_per_worker: float) -> int:
+    """CPUs for the embedded instance: the machine's, but always one more than the workers reserve.
+
+    Ray Data's read and decode tasks need CPUs of their own; if the workers take every CPU the pipeline
+    never gets scheduled and training waits forever (see RAY_NOTES.md).
+    """
+    return max(os.cpu_count() or 1, math.ceil(workers * cpus_per_worker) + 1)
+
+
+@contextmanager
+def _logs_to(path: str) -> Iterator[None]:
+    """Route the `ray` and `cnnjobs` loggers to a file instead of the terminal for the duration."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = {}
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = (logger.handlers[:], logger.propagate, logger.level)
+        logger.handlers = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for name, (handlers, propagate, level) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+        handler.close()
+
+
+def _quiet_ray_children() -> None:
+    # ray.init() installs console handlers on Ray's sub-loggers; a file handler on `ray` must catch them.
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("ray."):
+            child = logging.getLogger(name)
+            child.handlers = [h for h in child.handlers if not isinstance(h, logging.StreamHandler)
+                              or isinstance(h, logging.FileHandler)]
+            child.propagate = True
+
+
+@contextmanager
+def ray_session(logs_dir: str, address: str | None = None, workers: int = 1,
+                cpus_per_worker: float = 1.0) -> Iterator[None]:
+    """Use the Ray cluster at `address` / `RAY_ADDRESS`, or start a local one and stop it afterwards.
+
+    A Ray instance already initialized in this process (e.g. by a test session) is used as it is.
+    """
+    os.makedirs(logs_dir, exist_ok=True)
+    started = False
+    with _logs_to(os.path.join(logs_dir, "ray.log")):
+        if not ray.is_initialized():
+            target = address or os.environ.get("RAY_ADDRESS")
+            common = {"log_to_driver": False, "configure_logging": True, "logging_level": logging.INFO}
+            if target:
+                ray.init(address=target, **common)
+            else:
+                ray.init(num_cpus=local_cpus(workers, cpus_per_worker), include_dashboard=True,
+                         dashboard_host="127.0.0.1", **common)
+                started = True
+        _quiet_ray_children()
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        _record_session_logs(logs_dir)
+        try:
+            yield
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _record_session_logs(logs_dir: str) -> None:
+    """Write where Ray keeps the workers' stdout/stderr for this run."""
+    try:
+        session = ray._private.worker._global_node.get_session_dir_path()  # local node only
+    except AttributeError:
+        return
+    with open(os.path.join(logs_dir, "ray_session.txt"), "w") as out:
+        out.write(f"worker logs: {os.path.join(session, 'logs')}\n")

@@ -1,0 +1,60 @@
+"""Shared fixtures: one Ray instance for the whole session, job files written into tmp folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Start Ray once per test session (starting it costs ~10 s); yields its address for subprocesses."""
+    import ray
+
+    from cnnjobs.train.session import local_cpus
+
+    # 4 logical CPUs on a 2-core machine: two 1-CPU workers plus room for Ray Data's tasks.
+    ray.init(num_cpus=max(4, local_cpus(2, 1.0)), include_dashboard=True, dashboard_host="127.0.0.1",
+             log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One shard cache for the session, so jobs on the same data share their shards as users' jobs do."""
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def write_job(tmp_path: Path, cache_dir: str):
+    """Write a job YAML (the quickstart's, with changes) into tmp and return its path."""
+
+    def write(changes: dict | None = None, name: str = "job.yaml", base: str = "jobs/digits_lenet.yaml") -> Path:
+        job = yaml.safe_load((REPO / base).read_text())
+        job["data"]["cache_dir"] = cache_dir
+        job["output"] = {"dir": str(tmp_path / "runs")}
+        for key, value in (changes or {}).items():
+            node = job
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(job, sort_keys=False))
+        return path
+
+    return write
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for running the `cnnjobs` CLI in a subprocess."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(extra)
+    return env
