@@ -38,7 +38,9 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     try:
         with LiveProgress(console, job.train.epochs, job.train.monitor) as live:
             result = submit(job, address=args.address, on_progress=live)
+        console.line()
     except TrainingFailed as exc:
+        console.line()
         console.print(f"[red]{exc}[/] (run folder {exc.run_dir}, logs in {exc.run_dir}/logs/)")
         if args.json:
             _print_json({"status": "failed", "run_dir": exc.run_dir, "error": str(exc)})

@@ -106,7 +106,8 @@ class TrainSpec(_Section):
     """The optimization: epochs, batches, optimizer and what counts as the best epoch."""
 
     epochs: int = Field(10, gt=0, description="Passes over the training split.")
-    batch_size: int = Field(64, gt=0, description="Images per step on each worker.")
+    batch_size: int = Field(64, gt=0, description="Images per optimizer step, across all workers (each worker "
+                            "takes batch_size / num_workers), so results do not depend on the number of workers.")
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="The torch.optim optimizer.")
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
@@ -201,12 +202,25 @@ def validate_job(raw: dict, path: str | Path, lines: dict[str, int] | None = Non
                  set_keys: set[str] | None = None) -> JobSpec:
     """Validate a job given as a dict; errors name `path` (and the line, when `lines` maps keys to lines)."""
     try:
-        return JobSpec.model_validate(raw)
+        job = JobSpec.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         more = exc.error_count() - 1
         message = _describe(first, raw, path, lines or {}, set_keys or set())
         raise JobError(message + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")) from None
+    for key, problem in _cross_checks(job):
+        error = {"type": "value_error", "loc": tuple(key.split(".")), "msg": problem, "ctx": {"error": problem}}
+        raise JobError(_describe(error, raw, path, lines or {}, set_keys or set()))
+    return job
+
+
+def _cross_checks(job: JobSpec) -> list[tuple[str, str]]:
+    """Rules that involve two sections, as (dotted key, problem)."""
+    problems = []
+    if job.train.batch_size % job.scaling.num_workers:
+        problems.append(("train.batch_size", f"the batch ({job.train.batch_size}) must split evenly among "
+                                             f"scaling.num_workers ({job.scaling.num_workers})"))
+    return problems
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -56,5 +56,5 @@ def write_job(tmp_path: Path, cache_dir: str):
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment for running the `cnnjobs` CLI in a subprocess."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(extra)
+    env.update({"COLUMNS": "200", **extra})  # rich wraps at 80 columns when not on a terminal
     return env

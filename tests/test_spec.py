@@ -119,3 +119,9 @@ def test_parse_override_values():
     assert parse_override("a=[1, 2]") == ("a", [1, 2])
     assert parse_override("a=true") == ("a", True)
     assert parse_override("a=x:y") == ("a", "x:y")
+
+
+def test_batch_must_split_evenly_among_workers(tmp_path):
+    path = write(tmp_path, GOOD + "  batch_size: 30\nscaling:\n  num_workers: 4\n")
+    assert error_of(path) == (f"{path}:11: train.batch_size: the batch (30) must split evenly among "
+                              "scaling.num_workers (4)")

@@ -36,9 +36,25 @@ def split_dataset(manifest: Manifest, split: str) -> ray.data.Dataset:
     return dataset.map_batches(decode_images, fn_kwargs={"shape": manifest.image_shape}, batch_format="numpy")
 
 
-def build_datasets(manifest: Manifest) -> dict[str, ray.data.Dataset]:
-    """The train, val and (when not empty) test datasets of a prepared manifest."""
-    return {split: split_dataset(manifest, split) for split in manifest.files if manifest.num_rows(split)}
+def build_datasets(manifest: Manifest, in_memory_bytes: int = 0) -> dict[str, ray.data.Dataset]:
+    """The train, val and (when not empty) test datasets of a prepared manifest.
+
+    Splits whose decoded pixels fit in `in_memory_bytes` (together) are materialized in Ray's object store once:
+    starting a streaming read costs seconds per epoch, which dominates on small datasets. Larger splits stream
+    from the shards every epoch, so memory stays flat however big the dataset is.
+    """
+    datasets = {}
+    image_bytes = int(np.prod(manifest.image_shape))
+    for split in manifest.files:
+        if not manifest.num_rows(split):
+            continue
+        dataset = split_dataset(manifest, split)
+        size = manifest.num_rows(split) * image_bytes
+        if size <= in_memory_bytes:
+            dataset = dataset.materialize()
+            in_memory_bytes -= size
+        datasets[split] = dataset
+    return datasets
 
 
 def normalization(kind: Literal["dataset", "imagenet", "none"], manifest: Manifest) -> tuple[list[float], list[float]]:

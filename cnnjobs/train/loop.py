@@ -135,12 +135,13 @@ def train_loop(config: dict[str, Any]) -> None:
     seed_everything(spec.seed + 1000 * rank + start_epoch)  # distinct dropout/shuffle streams per worker
 
     train_shard = ray.train.get_dataset_shard("train")
-    steps = -(-manifest.num_rows("train") // world // spec.batch_size)
+    batch_size = spec.batch_size // world  # train.batch_size is global: same steps whatever the worker count
+    steps = -(-(manifest.num_rows("train") // world) // batch_size)
 
     def batches(name: str, shuffle_seed: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         shard = train_shard if name == "train" else ray.train.get_dataset_shard(name)
-        buffer = max(16 * spec.batch_size, 1024) if shuffle_seed is not None else None
-        yield from shard.iter_torch_batches(batch_size=spec.batch_size, device=device,
+        buffer = max(16 * batch_size, 1024) if shuffle_seed is not None else None
+        yield from shard.iter_torch_batches(batch_size=batch_size, device=device,
                                             local_shuffle_buffer_size=buffer, local_shuffle_seed=shuffle_seed)
 
     def forward(batch: dict[str, torch.Tensor], net: nn.Module, tally: Tally) -> torch.Tensor:
@@ -172,8 +173,6 @@ def train_loop(config: dict[str, Any]) -> None:
                 last_note = time.perf_counter()
                 reporter.step.remote(epoch + 1, step, steps, float(loss))
         tally.all_reduce()
-        t_train = time.perf_counter() - started
-        if os.environ.get("CNNJOBS_PROFILE"): print("TRAIN", t_train, flush=True)
         metrics = {"epoch": epoch + 1, **tally.metrics("train"), **evaluate("val", plain).metrics("val"),
                    "lr": optimizer.param_groups[0]["lr"], "epoch_s": time.perf_counter() - started}
         if is_better(metrics[spec.monitor], best_score, spec.monitor_mode):

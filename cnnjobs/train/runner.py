@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import pyarrow.fs as pafs
 import ray
+import ray.data
 import ray.train
 from ray.train.torch import TorchTrainer
 
@@ -30,6 +31,7 @@ from cnnjobs.train.progress import ProgressTracker, Snapshot
 from cnnjobs.train.session import ray_session
 
 log = logging.getLogger("cnnjobs")
+IN_MEMORY_SHARE = 0.25  # of the object store, for datasets small enough to decode once and keep
 
 ProgressCallback = Callable[[str, Snapshot | None, list[dict[str, Any]]], None]
 
@@ -61,6 +63,7 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any) 
     use_gpu = resolve_use_gpu(job)
     resources = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     fs, _ = storage.resolve(run.location)
+    store = ray.cluster_resources().get("object_store_memory", 0)
     return TorchTrainer(
         train_loop,
         train_loop_config={"job": job, "manifest": manifest, "progress": progress},
@@ -73,10 +76,16 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any) 
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=0),
         ),
-        datasets=build_datasets(manifest),
+        datasets=build_datasets(manifest, in_memory_bytes=int(IN_MEMORY_SHARE * store)),
         # Only the train split is divided among workers; every worker evaluates all of val and test.
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ingest_options()),
     )
+
+
+def _ingest_options() -> ray.data.ExecutionOptions:
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True  # blocks arrive in the same order every run: same seed, same metrics
+    return options
 
 
 def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCallback | None = None) -> RunResult:

@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import ray
+import ray._private.worker as ray_worker  # private: the hook for raylet messages
+import ray.data
 
-_LOGGERS = ("ray", "cnnjobs")
+_LOGGERS = ("ray", "cnnjobs", "py.warnings")
 
 
 def local_cpus(workers: int, cpus_per_worker: float) -> int:
@@ -28,34 +30,44 @@ def local_cpus(workers: int, cpus_per_worker: float) -> int:
 
 @contextmanager
 def _logs_to(path: str) -> Iterator[None]:
-    """Route the `ray` and `cnnjobs` loggers to a file instead of the terminal for the duration."""
+    """Send Ray's driver-side output (loggers, warnings, raylet error pushes) to `path` for the duration."""
     handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)  # ray.data logs at DEBUG otherwise
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    saved = {}
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
+             for name in _LOGGERS}
     for name in _LOGGERS:
         logger = logging.getLogger(name)
-        saved[name] = (logger.handlers[:], logger.propagate, logger.level)
-        logger.handlers = [handler]
+        logger.handlers[:] = [handler]
         logger.propagate = False
-        logger.setLevel(logging.INFO)
+    logging.getLogger("cnnjobs").setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    printer = getattr(ray_worker, "print_to_stdstream", None)
+    ray_worker.print_to_stdstream = _log_stream  # raylet messages ("worker died ...") would go to stdout
     try:
         yield
     finally:
-        for name, (handlers, propagate, level) in saved.items():
-            logger = logging.getLogger(name)
-            logger.handlers, logger.propagate = handlers, propagate
-            logger.setLevel(level)
+        for name, (handlers, propagate) in saved.items():
+            logging.getLogger(name).handlers[:] = handlers
+            logging.getLogger(name).propagate = propagate
+        logging.captureWarnings(False)
+        if printer is not None:
+            ray_worker.print_to_stdstream = printer
         handler.close()
 
 
+def _log_stream(data: dict, ignore_prefix: bool = False) -> None:
+    for line in data.get("lines", []):
+        logging.getLogger("ray.driver_stream").warning("[pid %s] %s", data.get("pid"), line)
+
+
 def _quiet_ray_children() -> None:
-    # ray.init() installs console handlers on Ray's sub-loggers; a file handler on `ray` must catch them.
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("ray."):
-            child = logging.getLogger(name)
-            child.handlers = [h for h in child.handlers if not isinstance(h, logging.StreamHandler)
-                              or isinstance(h, logging.FileHandler)]
-            child.propagate = True
+    """Drop the console handlers Ray's sub-loggers install themselves (e.g. on `import ray.data`)."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.startswith("ray."):
+            logger.handlers[:] = [h for h in logger.handlers
+                                  if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler)]
+            logger.propagate = True
 
 
 @contextmanager
@@ -68,13 +80,14 @@ def ray_session(logs_dir: str, address: str | None = None, workers: int = 1,
     os.makedirs(logs_dir, exist_ok=True)
     started = False
     with _logs_to(os.path.join(logs_dir, "ray.log")):
+        _quiet_ray_children()
         if not ray.is_initialized():
             target = address or os.environ.get("RAY_ADDRESS")
             common = {"log_to_driver": False, "configure_logging": True, "logging_level": logging.INFO}
             if target:
                 ray.init(address=target, **common)
             else:
-                ray.init(num_cpus=local_cpus(workers, cpus_per_worker), include_dashboard=True,
+                ray.init(address="local", num_cpus=local_cpus(workers, cpus_per_worker), include_dashboard=True,
                          dashboard_host="127.0.0.1", **common)
                 started = True
         _quiet_ray_children()

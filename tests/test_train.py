@@ -1,0 +1,86 @@
+"""End to end on Ray Train: a job trains, reports, keeps its best model, and repeats itself exactly."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnjobs.models import build_model
+from cnnjobs.spec import load_job
+from cnnjobs.train.runner import submit
+
+pytestmark = pytest.mark.slow
+EPOCHS = 6
+
+
+def read_metrics(run_dir: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(open(Path(run_dir) / "metrics.csv")))
+
+
+@pytest.fixture(scope="module")
+def one_worker_runs(ray_cluster, tmp_path_factory, cache_dir):
+    """The quickstart job, shortened, run twice with the same seed on one CPU worker."""
+    out = tmp_path_factory.mktemp("runs")
+    overrides = [f"train.epochs={EPOCHS}", f"data.cache_dir={cache_dir}", f"output.dir={out}",
+                 "scaling.num_workers=1", "scaling.use_gpu=false"]
+    job = load_job("jobs/digits_lenet.yaml", overrides)
+    return job, [submit(job), submit(job)]
+
+
+def test_run_folder_holds_job_metrics_summary_and_best_model(one_worker_runs):
+    job, (result, _) = one_worker_runs
+    run = Path(result.run_dir)
+    assert run.parent.name == job.name and run.name == result.summary["run_id"]
+    assert load_job(run / "job.yaml") == job
+    rows = read_metrics(result.run_dir)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(result.summary, default=str))
+    assert summary["status"] == "succeeded" and summary["epochs_run"] == EPOCHS
+    best = max(rows, key=lambda r: float(r["val/acc"]))
+    assert summary["best_epoch"] == int(best["epoch"])
+    assert summary["metrics"]["val"]["acc"] == pytest.approx(float(best["val/acc"]))
+    assert summary["metrics"]["train"]["loss"] == pytest.approx(float(best["train/loss"]))
+    assert summary["metrics"]["test"]["acc"] == pytest.approx(float(rows[-1]["test/acc"]))
+    assert summary["metrics"]["val"]["tasks"]["digit"]["acc"] == pytest.approx(float(best["val/acc"]))
+    # Learning happened: far above the 10% of guessing after six short epochs.
+    assert summary["metrics"]["test"]["acc"] > 0.85
+    confusion = summary["test_confusion"]["digit"]
+    assert sum(map(sum, confusion)) == summary["data"]["rows"]["test"]
+    assert sum(confusion[i][i] for i in range(10)) / sum(map(sum, confusion)) == pytest.approx(
+        summary["metrics"]["test"]["acc"])
+
+    # The kept weights are the best epoch's and load into a fresh model of the same spec.
+    model = build_model(job.model, {"digit": 10}, (28, 28), 1)
+    model.load_state_dict(torch.load(run / "best_model.pt"))
+    assert any(p.name.startswith("checkpoint_") for p in run.iterdir())
+    assert (run / "logs" / "ray.log").exists()
+
+
+def test_same_seed_same_metrics(one_worker_runs):
+    _, (first, second) = one_worker_runs
+    assert first.run_dir != second.run_dir, "every submit gets its own run folder"
+    keys = ["train/loss", "train/acc", "val/loss", "val/acc"]
+    for a, b in zip(read_metrics(first.run_dir), read_metrics(second.run_dir)):
+        assert [a[k] for k in keys] == [b[k] for k in keys]
+    assert first.summary["metrics"]["test"] == second.summary["metrics"]["test"]
+
+
+def test_two_workers_learn_like_one(one_worker_runs, tmp_path):
+    job, (single, _) = one_worker_runs
+    two = submit(job.model_copy(update={"scaling": job.scaling.model_copy(update={"num_workers": 2}),
+                                        "output": job.output.model_copy(update={"dir": str(tmp_path)})}))
+    assert two.summary["status"] == "succeeded"
+    rows = read_metrics(two.run_dir)
+    assert len(rows) == EPOCHS
+    # Each worker saw half the train split per epoch; the all-reduced train metrics cover all of it.
+    assert two.summary["data"]["rows"]["train"] == single.summary["data"]["rows"]["train"]
+    for split in ("val", "test"):
+        assert math.isclose(two.summary["metrics"][split]["acc"], single.summary["metrics"][split]["acc"],
+                            abs_tol=0.05), split
