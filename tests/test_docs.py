@@ -1,0 +1,20 @@
+"""The README stays true: its job reference is the schema's, its commands exist, its example errors are real."""
+
+from __future__ import annotations
+
+from cnnjobs.spec_docs import BEGIN, END, reference
+from tests.conftest import REPO
+
+
+def test_readme_job_reference_matches_the_schema():
+    readme = (REPO / "README.md").read_text()
+    generated = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert generated == reference().strip(), "run `python -m cnnjobs.spec_docs --write`"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    after = readme.split("<!-- test command -->", 1)[1].splitlines()
+    command = after[2]
+    assert command.startswith("python3 -m venv .venv") and command.endswith("python -m pytest")
+    assert "<!-- test command -->" in (REPO / ".ci" / "run").read_text()
