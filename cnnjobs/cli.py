@@ -12,6 +12,7 @@ from typing import Any, Callable, NoReturn
 
 from rich.console import Console
 
+from cnnjobs.cluster import is_jobs_address
 from cnnjobs.errors import JobError, TrainingFailed
 
 
@@ -33,6 +34,8 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     from cnnjobs.train.runner import submit
 
     job = load_job(args.job, args.set)
+    if is_jobs_address(args.address):
+        return _submit_to_cluster(args, job, console)
     console.print(f"[bold]{job.name}[/]: {job.model.arch} on {job.data.source.type} data, "
                   f"{job.scaling.num_workers} worker(s), {job.train.epochs} epochs")
     try:
@@ -50,6 +53,18 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         _print_json(result.summary)
     return 0
+
+
+def _submit_to_cluster(args: argparse.Namespace, job: Any, console: Console) -> int:
+    """`submit --address http://...`: the job runs on the cluster, its log streams here."""
+    from cnnjobs.cluster import submit_to_cluster
+
+    outcome = submit_to_cluster(args.job, job, args.set, args.address,
+                                on_log=lambda line: console.print(line, markup=False, highlight=False))
+    console.print(f"cluster job {outcome.submission_id}: {outcome.status}")
+    if args.json:
+        _print_json(outcome.summary or {"status": outcome.status.lower(), "submission_id": outcome.submission_id})
+    return outcome.exit_code
 
 
 def cmd_runs(args: argparse.Namespace, console: Console) -> int:
@@ -94,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("job", help="job YAML file")
     submit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a job key, e.g. --set train.lr=0.01 (repeatable)")
-    submit.add_argument("--address", help="Ray cluster to use (default: RAY_ADDRESS, else a local instance)")
+    submit.add_argument("--address", help="http://HEAD:8265 sends the job through the Ray Jobs API; ray://HEAD:10001 "
+                        "or HOST:PORT connects this driver (default: RAY_ADDRESS, else a local instance)")
     submit.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     submit.set_defaults(handler=cmd_submit)
 

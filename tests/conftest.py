@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,17 +13,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Start Ray once per test session (starting it costs ~10 s); yields its address for subprocesses."""
+def ray_cluster() -> dict[str, str]:
+    """Start Ray once per test session (starting it costs ~10 s); yields its GCS and dashboard addresses."""
     import ray
 
     from cnnjobs.train.session import local_cpus
 
+    # As in an activated virtualenv: Ray Jobs run `cnnjobs ...` entrypoints found on the PATH of this instance.
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+
     # 4 logical CPUs on a 2-core machine: two 1-CPU workers plus room for Ray Data's tasks.
-    ray.init(num_cpus=max(4, local_cpus(2, 1.0)), include_dashboard=True, dashboard_host="127.0.0.1",
-             log_to_driver=False)
+    context = ray.init(num_cpus=max(4, local_cpus(2, 1.0)), include_dashboard=True, dashboard_host="127.0.0.1",
+                       log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray.get_runtime_context().gcs_address
+    yield {"gcs": ray.get_runtime_context().gcs_address, "dashboard": f"http://{context.dashboard_url}"}
     ray.shutdown()
 
 

@@ -13,9 +13,9 @@ import pytest
 from tests.conftest import REPO, cli_env
 
 
-def cnnjobs(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def cnnjobs(*args: str, env: dict | None = None, timeout: int = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cnnjobs.cli", *args], capture_output=True, text=True,
-                          cwd=REPO, env=env or cli_env(), timeout=timeout)
+                          cwd=cwd, env=env or cli_env(), timeout=timeout)
 
 
 def test_bad_job_file_is_one_line_and_exit_2(tmp_path):
