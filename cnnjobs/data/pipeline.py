@@ -13,7 +13,9 @@ import ray.data
 import torch
 
 from cnnjobs import storage
+from cnnjobs.data.augment import EpochCounter, augment_batch, make_augment
 from cnnjobs.data.shards import Manifest
+from cnnjobs.spec import AugmentSpec
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -36,12 +38,14 @@ def split_dataset(manifest: Manifest, split: str) -> ray.data.Dataset:
     return dataset.map_batches(decode_images, fn_kwargs={"shape": manifest.image_shape}, batch_format="numpy")
 
 
-def build_datasets(manifest: Manifest, in_memory_bytes: int = 0) -> dict[str, ray.data.Dataset]:
+def build_datasets(manifest: Manifest, in_memory_bytes: int = 0, augment: AugmentSpec | None = None,
+                   seed: int = 0) -> dict[str, ray.data.Dataset]:
     """The train, val and (when not empty) test datasets of a prepared manifest.
 
     Splits whose decoded pixels fit in `in_memory_bytes` (together) are materialized in Ray's object store once:
     starting a streaming read costs seconds per epoch, which dominates on small datasets. Larger splits stream
-    from the shards every epoch, so memory stays flat however big the dataset is.
+    from the shards every epoch, so memory stays flat however big the dataset is. `augment` applies to the train
+    split only, after materialization, so that it is redrawn every epoch.
     """
     datasets = {}
     image_bytes = int(np.prod(manifest.image_shape))
@@ -51,8 +55,13 @@ def build_datasets(manifest: Manifest, in_memory_bytes: int = 0) -> dict[str, ra
         dataset = split_dataset(manifest, split)
         size = manifest.num_rows(split) * image_bytes
         if size <= in_memory_bytes:
+            # Materialized blocks keep the shard order, or a run with several shard files could not repeat itself.
+            ray.data.DataContext.get_current().execution_options.preserve_order = True
             dataset = dataset.materialize()
             in_memory_bytes -= size
+        if split == "train" and augment is not None:
+            dataset = dataset.map_batches(augment_batch, batch_format="numpy", fn_kwargs={
+                "augment": make_augment(augment), "seed": seed, "counter": EpochCounter.remote()})
         datasets[split] = dataset
     return datasets
 

@@ -13,26 +13,33 @@ describes itself without the manifest.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import os
 import posixpath
-from dataclasses import asdict, dataclass
-from typing import Iterable
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
+import ray
 
 from cnnjobs import storage
-from cnnjobs.data.sources import SPLITS, Example, assign_splits, read_source
+from cnnjobs.data.decode import BadImage, load_pixels
+from cnnjobs.data.sources import SPLITS, Example, SourceData, assign_splits, read_source
 from cnnjobs.errors import JobError
-from cnnjobs.spec import DataSpec
+from cnnjobs.spec import DataSpec, ParquetSource
 
 FORMAT_VERSION = 1
 MANIFEST = "dataset.json"
+SKIPPED = "skipped.csv"
 _ROW_GROUP = 512
 _FILE_BYTES = 64 * 2**20  # target size of one shard file before compression
+RAY_MIN_IMAGES = 5000  # below this, starting a Ray instance (~10 s) costs more than writing serially
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class Manifest:
     files: dict[str, list[str]]  # split -> file names relative to `location`
     mean: list[float]  # per channel, on the 0-1 scale, measured on the train split
     std: list[float]
+    skipped: list[list[str]] = field(default_factory=list)  # [ref, reason] of every example left out
 
     def num_rows(self, split: str) -> int:
         """Images in `split`."""
@@ -80,80 +88,153 @@ def cache_key(spec: DataSpec, fingerprint: str) -> str:
     return hashlib.sha256(json.dumps(baked, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def prepare(spec: DataSpec) -> tuple[Manifest, bool]:
-    """Write the shards of `spec` unless they are cached; returns the manifest and whether it was a cache hit."""
+def prepare(spec: DataSpec, *, start_ray: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> tuple[Manifest, bool]:
+    """Write the shards of `spec` unless they are cached; returns the manifest and whether it was a cache hit.
+
+    Chunks of examples are written by Ray tasks in parallel when Ray is running (or, with `start_ray`, on a local
+    instance started for the purpose when the dataset is large), else one after the other in this process. Each
+    chunk streams its images into one file, so memory does not grow with the dataset. `progress(done, total)` is
+    called as images are written.
+    """
+    if isinstance(spec.source, ParquetSource):
+        return _existing(spec), True
     source = read_source(spec)
     location = storage.join(spec.cache_dir, "shards", cache_key(spec, source.fingerprint))
     if storage.exists(storage.join(location, MANIFEST)):
         return Manifest.load(location), True
+    if source.skipped and spec.on_error == "fail":
+        raise JobError(f"{source.skipped[0][0]}: {source.skipped[0][1]} (data.on_error: fail)")
     splits = assign_splits(source.examples, spec.split.val, spec.split.test, spec.seed, next(iter(source.tasks)))
     for split in ("train", "val"):
         if not splits[split]:
             raise JobError(f"data.source: the {split} split has no images")
-    h, w = spec.image_size
-    shape = (h, w, spec.channels)
-    files: dict[str, list[str]] = {}
-    counts: dict[str, dict[str, list[int]]] = {}
-    stats = _PixelStats(spec.channels)
-    for split in SPLITS:
-        counts[split] = {task: [0] * len(classes) for task, classes in source.tasks.items()}
-        for example in splits[split]:
-            for task, label in example.labels.items():
-                counts[split][task][label] += 1
-        pixels = (_pixels(example, shape) for example in splits[split])
-        schema = _schema(source.tasks, counts[split], shape)
-        files[split] = _write_split(location, split, splits[split], pixels, schema, shape,
-                                    stats if split == "train" else None)
+    shape = (*spec.image_size, spec.channels)
+    total = sum(len(group) for group in splits.values())
+    run_chunks = _serial
+    if ray.is_initialized() or (start_ray and total >= RAY_MIN_IMAGES):
+        run_chunks = _on_ray
+    chunks = list(_chunks(splits, shape, total))
+    written = run_chunks([(location, split, number, group, shape, source.tasks, spec.on_error)
+                          for split, number, group in chunks], progress or (lambda done, of: None), total)
+    failed = next((chunk.error for chunk in written if chunk.error), None)
+    if failed:
+        raise JobError(f"{failed} (data.on_error: fail)")
+    return _finish(location, shape, source, written), False
+
+
+def _finish(location: str, shape: tuple[int, int, int], source: SourceData, written: list[Chunk]) -> Manifest:
+    """Merge what the chunks report into the manifest and write it (last: it marks the cache entry complete)."""
+    files: dict[str, list[str]] = {split: [] for split in SPLITS}
+    counts = {split: {task: [0] * len(names) for task, names in source.tasks.items()} for split in SPLITS}
+    stats = _PixelStats(shape[2])
+    skipped = [list(item) for item in source.skipped]
+    for chunk in written:
+        if chunk.name:
+            files[chunk.split].append(chunk.name)
+        for task, per_class in chunk.counts.items():
+            counts[chunk.split][task] = [a + b for a, b in zip(counts[chunk.split][task], per_class)]
+        if chunk.split == "train":
+            stats.merge(chunk.stats)
+        skipped += [list(item) for item in chunk.skipped]
     manifest = Manifest(location, posixpath.basename(location), shape, source.tasks, counts, files,
-                        *stats.mean_std())
+                        *stats.mean_std(), skipped)
+    for split in ("train", "val"):
+        if not manifest.num_rows(split):
+            raise JobError(f"data.source: the {split} split has no usable images "
+                           f"({len(skipped)} skipped; first: {skipped[0][0]}: {skipped[0][1]})")
     storage.write_text(storage.join(location, MANIFEST), _manifest_json(manifest))
-    return manifest, False
+    return manifest
 
 
-def _pixels(example: Example, shape: tuple[int, int, int]) -> np.ndarray:
-    """Load, convert to the job's channels and resize one image to an HWC uint8 array."""
-    h, w, c = shape
-    with example.load() as image:
-        image = image.convert("L" if c == 1 else "RGB")
-        if image.size != (w, h):
-            image = image.resize((w, h), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.uint8).reshape(h, w, c)
+def _existing(spec: DataSpec) -> Manifest:
+    """Shards named by a `parquet` source; they must hold images of the job's size and channels."""
+    location = spec.source.path
+    if not storage.exists(storage.join(location, MANIFEST)):
+        raise JobError(f"data.source.path: {location} holds no cnnjobs shards (no {MANIFEST})")
+    manifest = Manifest.load(location)
+    h, w, c = manifest.image_shape
+    if (h, w, c) != (*spec.image_size, spec.channels):
+        raise JobError(f"data.image_size: the shards at {location} hold {h}x{w} images with {c} channel(s); "
+                       f"set data.image_size: [{h}, {w}] and data.channels: {c}")
+    return manifest
 
 
-class _PixelStats:
-    """Running per-channel mean and std of pixel values (0-1 scale)."""
-
-    def __init__(self, channels: int) -> None:
-        self.n = 0
-        self.total = np.zeros(channels)
-        self.squares = np.zeros(channels)
-
-    def add(self, pixels: np.ndarray) -> None:
-        values = pixels.reshape(-1, pixels.shape[-1]).astype(np.float64) / 255
-        self.n += len(values)
-        self.total += values.sum(0)
-        self.squares += (values**2).sum(0)
-
-    def mean_std(self) -> tuple[list[float], list[float]]:
-        mean = self.total / max(self.n, 1)
-        std = np.sqrt(np.maximum(self.squares / max(self.n, 1) - mean**2, 1e-12))
-        return mean.tolist(), std.tolist()
+def _chunks(splits: dict[str, list[Example]], shape: tuple[int, int, int], total: int):
+    """(split, number, examples): at most one file's worth each, and enough chunks to keep every CPU busy."""
+    rows_per_file = max(_ROW_GROUP, _FILE_BYTES // int(np.prod(shape)) // _ROW_GROUP * _ROW_GROUP)
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else os.cpu_count() or 1
+    size = min(rows_per_file, max(256, -(-total // (4 * cpus))))
+    for split in SPLITS:
+        group = splits[split]
+        for number, start in enumerate(range(0, len(group), size)):
+            yield split, number, group[start:start + size]
 
 
-def _schema(tasks: dict[str, list[str]], counts: dict, shape: tuple[int, int, int]) -> pa.Schema:
-    described = {"image_shape": list(shape), "tasks": tasks, "counts": counts}
-    return pa.schema([("image", pa.binary()), *[(f"label_{t}", pa.int64()) for t in tasks], ("ref", pa.string())],
-                     metadata={"cnnjobs": json.dumps(described)})
+def _serial(jobs: list[tuple], progress: Callable[[int, int], None], total: int) -> list[Chunk]:
+    done, out = 0, []
+    for job in jobs:
+        out.append(write_chunk(*job))
+        done += len(job[3])
+        progress(done, total)
+        if out[-1].error:
+            break
+    return out
 
 
-def _write_split(location: str, split: str, examples: list[Example], pixels: Iterable[np.ndarray],
-                 schema: pa.Schema, shape: tuple[int, int, int], stats: _PixelStats | None) -> list[str]:
-    """Stream one split into files of about `_FILE_BYTES` raw bytes, `_ROW_GROUP` rows per row group."""
+def _on_ray(jobs: list[tuple], progress: Callable[[int, int], None], total: int) -> list[Chunk]:
+    """Run `write_chunk` as Ray tasks, a bounded number in flight (so pending chunks do not pile up in memory)."""
+    if not ray.is_initialized():
+        from cnnjobs.train.session import ray_session
+
+        # RAY_ADDRESS (e.g. inside a Ray Job on a cluster) is used when set, else a local instance.
+        with ray_session(os.path.join(tempfile.gettempdir(), "cnnjobs-logs", "prepare")):
+            return _on_ray(jobs, progress, total)
+    task = ray.remote(num_cpus=1, max_retries=1)(write_chunk)
+    limit = 2 * max(int(ray.cluster_resources().get("CPU", 1)), 1)
+    results: dict[int, Chunk] = {}
+    pending: dict[ray.ObjectRef, int] = {}
+    queue = list(enumerate(jobs))
+    done = 0
+    while queue or pending:
+        while queue and len(pending) < limit:
+            index, job = queue.pop(0)
+            pending[task.remote(*job)] = index
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            index = pending.pop(ref)
+            results[index] = ray.get(ref)
+            done += len(jobs[index][3])
+            progress(done, total)
+            if results[index].error:  # data.on_error: fail - stop at the first bad image
+                for other in pending:
+                    ray.cancel(other)
+                return [results[index]]
+    return [results[i] for i in range(len(jobs))]
+
+
+@dataclass
+class Chunk:
+    """What one chunk writer reports: its file (None when every image was skipped), counts, pixel sums, skips."""
+
+    split: str
+    name: str | None
+    counts: dict[str, list[int]]
+    stats: tuple[int, list[float], list[float]]
+    skipped: list[tuple[str, str]]
+    error: str | None = None
+
+
+def write_chunk(location: str, split: str, number: int, examples: list[Example], shape: tuple[int, int, int],
+                tasks: dict[str, list[str]], on_error: str) -> Chunk:
+    """Decode, convert and resize `examples` and stream them into `<location>/<split>-<number>.parquet`."""
     fs, root = storage.resolve(location)
     fs.create_dir(root, recursive=True)
-    tasks = [name[len("label_"):] for name in schema.names if name.startswith("label_")]
-    rows_per_file = max(_ROW_GROUP, _FILE_BYTES // int(np.prod(shape)) // _ROW_GROUP * _ROW_GROUP)
-    names: list[str] = []
+    name = f"{split}-{number:05d}.parquet"
+    schema = pa.schema([("image", pa.binary()), *[(f"label_{t}", pa.int64()) for t in tasks], ("ref", pa.string())])
+    counts = {task: [0] * len(names) for task, names in tasks.items()}
+    stats = _PixelStats(shape[2])
+    skipped: list[tuple[str, str]] = []
     writer: pq.ParquetWriter | None = None
     buffer: list[tuple[Example, bytes]] = []
 
@@ -161,29 +242,74 @@ def _write_split(location: str, split: str, examples: list[Example], pixels: Ite
         columns = {"image": [raw for _, raw in buffer],
                    **{f"label_{t}": [ex.labels[t] for ex, _ in buffer] for t in tasks},
                    "ref": [ex.ref for ex, _ in buffer]}
-        writer.write_table(pa.table(columns, schema=schema))
+        writer.write_table(pa.table(columns, schema=schema), row_group_size=_ROW_GROUP)
         buffer.clear()
 
-    for index, (example, array) in enumerate(zip(examples, pixels)):
-        if index % rows_per_file == 0:
-            if writer is not None:
-                flush()
-                writer.close()
-            names.append(f"{split}-{len(names):05d}.parquet")
-            writer = pq.ParquetWriter(posixpath.join(root, names[-1]), schema, filesystem=fs, compression="zstd")
-        if stats is not None:
-            stats.add(array)
-        buffer.append((example, array.tobytes()))
+    for example in examples:
+        try:
+            pixels = load_pixels(example.load, shape)
+        except BadImage as exc:
+            if on_error == "fail":
+                return Chunk(split, None, counts, stats.state(), skipped, f"{example.ref}: {exc}")
+            skipped.append((example.ref, str(exc)))
+            continue
+        if writer is None:
+            writer = pq.ParquetWriter(posixpath.join(root, name), schema, filesystem=fs, compression="zstd")
+        stats.add(pixels)
+        for task, label in example.labels.items():
+            counts[task][label] += 1
+        buffer.append((example, pixels.tobytes()))
         if len(buffer) == _ROW_GROUP:
             flush()
-    if writer is not None:
-        if buffer:
-            flush()
-        writer.close()
-    return names
+    if writer is None:
+        return Chunk(split, None, counts, stats.state(), skipped)
+    if buffer:
+        flush()
+    # The file describes itself: image shape, class names and its own counts (known only now, after skips).
+    writer.add_key_value_metadata({"cnnjobs": json.dumps({"image_shape": list(shape), "tasks": tasks,
+                                                          "counts": counts})})
+    writer.close()
+    return Chunk(split, name, counts, stats.state(), skipped)
+
+
+class _PixelStats:
+    """Running per-channel sums of pixel values (0-1 scale), mergeable across chunks."""
+
+    def __init__(self, channels: int) -> None:
+        self.n = 0
+        self.total = np.zeros(channels)
+        self.squares = np.zeros(channels)
+
+    def add(self, pixels: np.ndarray) -> None:
+        values = pixels.reshape(-1, pixels.shape[-1]).astype(np.int64)  # exact integer sums, then scaled
+        self.n += len(values)
+        self.total += values.sum(0) / 255
+        self.squares += (values * values).sum(0) / 255**2
+
+    def state(self) -> tuple[int, list[float], list[float]]:
+        return self.n, self.total.tolist(), self.squares.tolist()
+
+    def merge(self, state: tuple[int, list[float], list[float]]) -> None:
+        self.n += state[0]
+        self.total += state[1]
+        self.squares += state[2]
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        mean = self.total / max(self.n, 1)
+        std = np.sqrt(np.maximum(self.squares / max(self.n, 1) - mean**2, 1e-12))
+        return mean.tolist(), std.tolist()
 
 
 def _manifest_json(manifest: Manifest) -> str:
     raw = asdict(manifest)
     raw.pop("location")
     return json.dumps(raw, indent=1)
+
+
+def skipped_csv(manifest: Manifest) -> str:
+    """`skipped.csv`: one row per image or table row left out of the shards (`ref`, `reason`)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["ref", "reason"])
+    writer.writerows(manifest.skipped)
+    return out.getvalue()

@@ -1,22 +1,33 @@
 """Readers of the datasets users bring, each turning a `data.source` into a list of labelled examples.
 
-A reader lists examples without loading pixels (so listing 100k files is cheap); pixels are loaded one example
-at a time while the shards are written.
+A reader lists examples without decoding pixels (so listing 100k files is cheap); pixels are loaded one example at
+a time while the shards are written, possibly in another process, so an example's `load` is a small picklable
+object rather than a closure over big arrays. What a reader cannot use (a malformed CSV row, a file whose name
+does not match, an empty class folder) it lists in `skipped` with the reason, instead of failing the whole job.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import os
+import re
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from cnnjobs.spec import BuiltinSource, DataSpec
+from cnnjobs.data.idx import IdxImage, read_mnist
+from cnnjobs.errors import JobError
+from cnnjobs.spec import BuiltinSource, CsvSource, DataSpec, FilenameSource, ImageFolderSource, MnistSource
 
 SPLITS = ("train", "val", "test")
+SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+_IGNORED = {"Thumbs.db", "desktop.ini"}
 
 
 @dataclass(frozen=True)
@@ -31,17 +42,56 @@ class Example:
 
 @dataclass(frozen=True)
 class SourceData:
-    """Everything a reader found: class names per task, the examples, and a fingerprint of the source files."""
+    """What a reader found: class names per task, the examples, a fingerprint of the source files, and what it
+    had to leave out as (ref, reason)."""
 
     tasks: dict[str, list[str]]
     examples: list[Example]
     fingerprint: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """Loads an image file (picklable, unlike a lambda over a path)."""
+
+    path: str
+
+    def __call__(self) -> Image.Image:
+        return Image.open(self.path)
+
+
+@dataclass(frozen=True)
+class ArrayImage:
+    """One grayscale image of a small in-memory array (the built-in digits)."""
+
+    pixels: np.ndarray
+    index: int
+
+    def __call__(self) -> Image.Image:
+        return Image.fromarray(self.pixels[self.index], mode="L")
 
 
 def read_source(spec: DataSpec) -> SourceData:
     """List the examples of `spec.source`."""
-    readers: dict[type, Callable[[DataSpec], SourceData]] = {BuiltinSource: _read_builtin}
+    readers: dict[type, Callable[[DataSpec], SourceData]] = {
+        BuiltinSource: _read_builtin, ImageFolderSource: _read_image_folder, CsvSource: _read_csv,
+        FilenameSource: _read_filenames, MnistSource: _read_mnist}
     return readers[type(spec.source)](spec)
+
+
+def source_root(spec: DataSpec) -> Path:
+    """The local path `data.source.path` names, after fetching and extracting `download` if there is one."""
+    source = spec.source
+    if getattr(source, "download", None) is not None:
+        from cnnjobs.data.download import fetch
+
+        path = fetch(source.download, spec.cache_dir) / source.path
+    else:
+        path = Path(os.path.expanduser(source.path))
+    if not path.exists():
+        raise JobError(f"data.source.path: {path} does not exist")
+    return path
 
 
 def _read_builtin(spec: DataSpec) -> SourceData:
@@ -51,14 +101,173 @@ def _read_builtin(spec: DataSpec) -> SourceData:
 
     digits = load_digits()
     pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)
-
-    def loader(index: int) -> Callable[[], Image.Image]:
-        return lambda: Image.fromarray(pixels[index], mode="L")
-
-    examples = [Example(f"digits[{i}]", {"digit": int(y)}, loader(i)) for i, y in enumerate(digits.target)]
+    examples = [Example(f"digits[{i}]", {"digit": int(y)}, ArrayImage(pixels, i)) for i, y in enumerate(digits.target)]
     fingerprint = hashlib.sha256(pixels.tobytes() + digits.target.tobytes()).hexdigest()[:16]
     return SourceData({"digit": [str(c) for c in range(10)]}, examples,
                       json.dumps({"sklearn": sklearn.__version__, "data": fingerprint}))
+
+
+def _files(folder: Path) -> list[Path]:
+    """Regular files under `folder`, sorted, without hidden files and OS clutter."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name not in _IGNORED
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _fingerprint(paths: list[Path], extra: object = None) -> str:
+    """Changes when a file is added, removed, resized or touched (no need to hash the contents)."""
+    digest = hashlib.sha256(json.dumps(extra, default=str).encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_image_folder(spec: DataSpec) -> SourceData:
+    """`<class>/<image>` under the root, or under split folders `train/`, `val/` (or `validation/`), `test/`."""
+    source: ImageFolderSource = spec.source
+    root = source_root(spec)
+    folders = _subfolders(root)
+    split_folders = [f for f in folders if f.name.lower() in SPLIT_FOLDERS]
+    layout = [(f, SPLIT_FOLDERS[f.name.lower()]) for f in split_folders] if split_folders else [(root, None)]
+    found: dict[str, list[tuple[Path, str | None]]] = {}
+    for folder, split in layout:
+        classes = _subfolders(folder)
+        if not classes:
+            raise JobError(f"data.source.path: {folder} has no class subfolders (expected {folder}/<class>/<image>)")
+        if split and not any(_files(c) for c in classes):
+            raise JobError(f"data.source.path: the {split} split folder {folder} has no images")
+        for class_folder in classes:
+            found.setdefault(class_folder.name, []).extend((p, split) for p in _files(class_folder))
+    skipped = [(str(root / name), "class folder has no images") for name, files in found.items() if not files]
+    names = sorted(name for name, files in found.items() if files)
+    examples = [Example(str(path), {source.task: index}, ImageFile(str(path)), split)
+                for index, name in enumerate(names) for path, split in found[name]]
+    return SourceData({source.task: names}, examples, _fingerprint([Path(e.ref) for e in examples]), skipped)
+
+
+def _read_filenames(spec: DataSpec) -> SourceData:
+    """A folder of images named after their class: the `label` group of `pattern` in each file name."""
+    source: FilenameSource = spec.source
+    root = source_root(spec)
+    pattern = re.compile(source.pattern)
+    labelled, skipped = [], []
+    for path in _files(root):
+        match = pattern.search(path.name)
+        if match and match.group("label"):
+            labelled.append((path, match.group("label")))
+        else:
+            skipped.append((str(path), f"file name does not match data.source.pattern {source.pattern!r}"))
+    if not labelled:
+        raise JobError(f"data.source.pattern: no file name under {root} matches {source.pattern!r}")
+    names = sorted({label for _, label in labelled})
+    index = {name: i for i, name in enumerate(names)}
+    examples = [Example(str(path), {source.task: index[label]}, ImageFile(str(path))) for path, label in labelled]
+    return SourceData({source.task: names}, examples, _fingerprint([p for p, _ in labelled]), skipped)
+
+
+def _read_csv(spec: DataSpec) -> SourceData:
+    """One row per image; `images` is a path template filled from the row; each `labels` column becomes a task."""
+    source: CsvSource = spec.source
+    table = source_root(spec)
+    rows, skipped = _csv_rows(table, source)
+    if source.keep_mode or source.keep_size:
+        rows, filtered = _keep_matching(rows, source)
+        skipped += filtered
+    rows, rare = _drop_rare(rows, source.labels, source.min_count)
+    skipped += rare
+    if not rows:
+        raise JobError(f"data.source.path: {table}: no usable rows ({len(skipped)} skipped)")
+    tasks = {column: sorted({row[column] for _, row in rows}) for column in source.labels}
+    index = {column: {name: i for i, name in enumerate(names)} for column, names in tasks.items()}
+    examples = [Example(str(image), {c: index[c][row[c]] for c in source.labels}, ImageFile(str(image)))
+                for image, row in rows]
+    fingerprint = _fingerprint([table, *(image for image, _ in rows)])
+    return SourceData(tasks, examples, fingerprint, skipped)
+
+
+def _csv_rows(table: Path, source: CsvSource) -> tuple[list[tuple[Path, dict[str, str]]], list[tuple[str, str]]]:
+    """The rows that have as many fields as the header, non-empty labels and an existing image file."""
+    rows, skipped = [], []
+    with open(table, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        missing = [column for column in source.labels if column not in header]
+        if missing:
+            raise JobError(f"data.source.labels: {table} has no column {missing[0]!r} (columns: {', '.join(header)})")
+        for row in reader:
+            where = f"{table}:{reader.line_num}"
+            if not row:
+                continue
+            if len(row) != len(header):  # e.g. an unquoted comma in styles.csv's productDisplayName
+                skipped.append((where, f"malformed row: {len(row)} fields, the header has {len(header)}"))
+                continue
+            values = {name: value.strip() for name, value in zip(header, row)}
+            empty = [column for column in source.labels if not values[column]]
+            if empty:
+                skipped.append((where, f"empty label in column {empty[0]!r}"))
+                continue
+            try:
+                image = table.parent / source.images.format(**values)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise JobError(f"data.source.images: {source.images!r} names a column {exc} that {table} "
+                               f"does not have (columns: {', '.join(header)})") from None
+            if not image.is_file():
+                skipped.append((where, f"image file not found: {image}"))
+                continue
+            rows.append((image, values))
+    return rows, skipped
+
+
+def _keep_matching(rows: list[tuple[Path, dict[str, str]]], source: CsvSource):
+    """Keep rows whose image has the wanted mode and size; only the image header is read."""
+    kept, skipped = [], []
+    for image, values in rows:
+        try:
+            with Image.open(image) as opened:
+                mode, size = opened.mode, opened.size
+        except Exception as exc:  # noqa: BLE001 - any unreadable image is skipped, named, and counted
+            skipped.append((str(image), f"cannot read image: {exc}"))
+            continue
+        if source.keep_mode and mode != source.keep_mode:
+            skipped.append((str(image), f"filtered out: mode {mode}, data.source.keep_mode is {source.keep_mode}"))
+        elif source.keep_size and size != tuple(source.keep_size):
+            skipped.append((str(image), f"filtered out: size {size[0]}x{size[1]}, data.source.keep_size is "
+                                        f"{source.keep_size[0]}x{source.keep_size[1]}"))
+        else:
+            kept.append((image, values))
+    return kept, skipped
+
+
+def _drop_rare(rows: list[tuple[Path, dict[str, str]]], columns: list[str], min_count: int):
+    """Drop rows with a class rarer than `min_count` in any column, until every remaining class is common enough."""
+    skipped: list[tuple[str, str]] = []
+    while min_count > 1:
+        counts = {column: Counter(values[column] for _, values in rows) for column in columns}
+        rare = [(image, values) for image, values in rows
+                if any(counts[c][values[c]] < min_count for c in columns)]
+        if not rare:
+            break
+        for image, values in rare:
+            column = next(c for c in columns if counts[c][values[c]] < min_count)
+            skipped.append((str(image), f"class {values[column]!r} of {column!r} has fewer than "
+                                        f"data.source.min_count={min_count} images"))
+        dropped = {id(values) for _, values in rare}
+        rows = [(image, values) for image, values in rows if id(values) not in dropped]
+    return rows, skipped
+
+
+def _read_mnist(spec: DataSpec) -> SourceData:
+    """The four MNIST IDX files: `t10k-*` is the test split, `train-*` is split into train and val."""
+    root = source_root(spec)
+    parts, files = read_mnist(root)
+    examples = [Example(f"{Path(images).name}[{i}]", {"digit": int(label)}, IdxImage(images, i),
+                        "test" if split == "test" else None)
+                for split, (images, labels) in parts.items() for i, label in enumerate(labels)]
+    return SourceData({"digit": [str(c) for c in range(10)]}, examples, _fingerprint(files))
 
 
 def assign_splits(examples: list[Example], val: float, test: float, seed: int,
@@ -66,7 +275,9 @@ def assign_splits(examples: list[Example], val: float, test: float, seed: int,
     """Split examples that carry no split of their own, per class of `stratify_task`, reproducibly for `seed`.
 
     Each class keeps round(n * fraction) examples in val and test (at least one when the class has three or more
-    and the fraction is non-zero), so small classes are represented in every split.
+    and the fraction is non-zero), so small classes are represented in every split. A split the source provides
+    itself (e.g. a `test/` folder, MNIST's t10k files) is not carved out of the others. Each split comes back
+    in a seeded random order.
     """
     out: dict[str, list[Example]] = {name: [] for name in SPLITS}
     unassigned: dict[int, list[Example]] = {}
@@ -75,6 +286,7 @@ def assign_splits(examples: list[Example], val: float, test: float, seed: int,
             out[example.split].append(example)
         else:
             unassigned.setdefault(example.labels[stratify_task], []).append(example)
+    val, test = (0.0 if out[name] else fraction for name, fraction in (("val", val), ("test", test)))
     rng = np.random.default_rng(seed)
     for label in sorted(unassigned):
         group = unassigned[label]
@@ -83,7 +295,8 @@ def assign_splits(examples: list[Example], val: float, test: float, seed: int,
         out["val"] += [group[i] for i in order[:n_val]]
         out["test"] += [group[i] for i in order[n_val:n_val + n_test]]
         out["train"] += [group[i] for i in order[n_val + n_test:]]
-    return out
+    # Mix the classes: shards are read in order and the workers' shuffle buffer only mixes nearby images.
+    return {split: [group[i] for i in rng.permutation(len(group))] for split, group in out.items()}
 
 
 def _held_out(n: int, fraction: float) -> int:

@@ -36,8 +36,10 @@ def test_labels_counts_and_pixels_survive_the_round_trip(tmp_path):
         counts = Counter(labels)
         assert [counts[c] for c in range(10)] == manifest.counts[split]["digit"]
         assert all(n > 0 for n in manifest.counts[split]["digit"]), "every class in every split (stratified)"
-        described = json.loads(tables[0].schema.metadata[b"cnnjobs"])
-        assert described["counts"] == manifest.counts[split] and described["tasks"] == manifest.tasks
+        # Each file describes itself (shape, classes, its own counts) without the manifest.
+        described = [json.loads(pq.read_metadata(path).metadata[b"cnnjobs"]) for path in manifest.paths(split)]
+        assert all(d["tasks"] == manifest.tasks and d["image_shape"] == [12, 12, 1] for d in described)
+        assert np.sum([d["counts"]["digit"] for d in described], axis=0).tolist() == manifest.counts[split]["digit"]
         assert all(len(raw) == 12 * 12 for raw in tables[0].column("image").to_pylist())
 
     # The pixels of one stored image are the source image converted and resized.

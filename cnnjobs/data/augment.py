@@ -1,0 +1,195 @@
+"""Training-time augmentation, built by one factory from `data.augment`, applied to whole batches at once.
+
+Every geometric change (flips, rotation, shifts, shear, zoom, affine, random resized crop) is folded into one
+affine matrix per image and applied in a single `grid_sample` over the batch; colour jitter and random erasing
+are tensor arithmetic. Batches arrive and leave as uint8 (N, C, H, W), so the pipeline around it is unchanged.
+
+Seeding: the random draws of a batch depend on `data.seed`, the batch's content and how many times that batch
+has been augmented before (counted by a small Ray actor), so epoch e of a run sees the same changes on every run
+with the same seed, and different changes from epoch to epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Callable
+
+import numpy as np
+import ray
+import torch
+import torch.nn.functional as F
+
+from cnnjobs.spec import AugmentSpec, ColorJitterSpec
+
+Batch = dict[str, np.ndarray]
+
+
+def make_augment(spec: AugmentSpec) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The augmentation `spec` describes, as a function of a uint8 (N, C, H, W) batch and a torch generator."""
+    jitter = ColorJitterSpec(brightness=spec.color_jitter, contrast=spec.color_jitter,
+                             saturation=spec.color_jitter) if isinstance(spec.color_jitter, float) else spec.color_jitter
+    geometric = any([spec.rotation, spec.shift, spec.shear, spec.zoom, spec.affine, spec.random_resized_crop])
+
+    def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x = images.float()
+        if geometric:
+            x = _warp(x, _matrices(spec, x.shape, gen), spec.fill)
+        else:
+            x = _flips(x, spec.hflip, spec.vflip, gen)
+        if jitter is not None:
+            x = _jitter(x, jitter, gen)
+        if spec.random_erasing is not None:
+            x = _erase(x, spec.random_erasing.p, spec.random_erasing.scale, gen)
+        return x.round_().clamp_(0, 255).to(torch.uint8)
+
+    return augment
+
+
+def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
+    return torch.rand(n, generator=gen, dtype=torch.float64) * (high - low) + low
+
+
+def _matrices(spec: AugmentSpec, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+    """Per image, the (N, 2, 3) matrix that maps output pixel coordinates (normalized to [-1, 1]) to input ones."""
+    n, _, h, w = shape
+    affine = spec.affine
+    degrees = max(spec.rotation, affine.degrees if affine else 0.0)
+    shift = max(spec.shift, affine.translate if affine else 0.0)
+    shear = math.radians(max(spec.shear, affine.shear if affine else 0.0))
+    low, high = affine.scale if affine else (1.0, 1.0)
+    low, high = low * (1 - spec.zoom), high * (1 + spec.zoom)
+
+    # Forward transform in pixel units, centre at the origin: p_out = R @ Sh @ S @ p_in + t.
+    angle = torch.deg2rad(_uniform(gen, n, -degrees, degrees))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotate = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    shear_x = torch.tan(_uniform(gen, n, -shear, shear))
+    shearing = torch.eye(2, dtype=torch.float64).repeat(n, 1, 1)
+    shearing[:, 0, 1] = shear_x
+    scale = _uniform(gen, n, low, high)
+    forward = rotate @ shearing @ (scale.view(n, 1, 1) * torch.eye(2, dtype=torch.float64))
+    move = torch.stack([_uniform(gen, n, -shift, shift) * w, _uniform(gen, n, -shift, shift) * h], -1)
+    inverse = torch.linalg.inv(forward)
+    offset = -(inverse @ move.unsqueeze(-1)).squeeze(-1)
+
+    flip = torch.ones(n, 2, dtype=torch.float64)
+    flip[:, 0] = torch.where(torch.rand(n, generator=gen) < spec.hflip, -1.0, 1.0)
+    flip[:, 1] = torch.where(torch.rand(n, generator=gen) < spec.vflip, -1.0, 1.0)
+    inverse = inverse * flip.unsqueeze(1)  # flip the output coordinates before mapping them back
+
+    if spec.random_resized_crop is not None:  # sample from a random window of the (transformed) input
+        crop = spec.random_resized_crop
+        area = _uniform(gen, n, *crop.scale)
+        ratio = torch.exp(_uniform(gen, n, math.log(crop.ratio[0]), math.log(crop.ratio[1])))
+        fw, fh = (area * ratio).sqrt().clamp(max=1), (area / ratio).sqrt().clamp(max=1)
+        cx, cy = _uniform(gen, n, -1, 1) * (1 - fw) * w / 2, _uniform(gen, n, -1, 1) * (1 - fh) * h / 2
+        window = torch.diag_embed(torch.stack([fw, fh], -1))  # the crop comes first: p_src = W p + c
+        inverse = window @ inverse
+        offset = (window @ offset.unsqueeze(-1)).squeeze(-1) + torch.stack([cx, cy], -1)
+
+    # Pixel units -> the [-1, 1] units of affine_grid: theta = D^-1 [A | b] diag(D, 1), D = diag(w/2, h/2).
+    half = torch.tensor([w / 2, h / 2], dtype=torch.float64)
+    linear = inverse * half.view(1, 1, 2) / half.view(1, 2, 1)
+    return torch.cat([linear, (offset / half).unsqueeze(-1)], -1).float()
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor, fill: int) -> torch.Tensor:
+    """Resample every image through its matrix; pixels from outside the image get `fill`."""
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if fill:  # where the sampling point fell outside the image (cheaper than resampling a mask channel)
+        outside = (grid.abs() > 1).any(-1).unsqueeze(1)
+        out = out.masked_fill_(outside, float(fill))
+    return out
+
+
+def _flips(x: torch.Tensor, hflip: float, vflip: float, gen: torch.Generator) -> torch.Tensor:
+    n = len(x)
+    for p, dim in ((hflip, 3), (vflip, 2)):
+        if p:
+            chosen = (torch.rand(n, generator=gen) < p).view(n, 1, 1, 1)
+            x = torch.where(chosen, x.flip(dim), x)
+    return x
+
+
+def _jitter(x: torch.Tensor, spec: ColorJitterSpec, gen: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast, saturation (factors in [1-v, 1+v]) and hue rotation, each per image."""
+    n = len(x)
+
+    def factor(v: float) -> torch.Tensor:
+        return _uniform(gen, n, max(0.0, 1 - v), 1 + v).float().view(n, 1, 1, 1)
+
+    gray_weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    if spec.brightness:
+        x = (x * factor(spec.brightness)).clamp(0, 255)
+    if spec.contrast:
+        gray = (x * gray_weights).sum(1, keepdim=True) if x.shape[1] == 3 else x
+        x = ((x - gray.mean((1, 2, 3), keepdim=True)) * factor(spec.contrast)
+             + gray.mean((1, 2, 3), keepdim=True)).clamp(0, 255)
+    if x.shape[1] == 3 and spec.saturation:
+        gray = (x * gray_weights).sum(1, keepdim=True)
+        x = ((x - gray) * factor(spec.saturation) + gray).clamp(0, 255)
+    if x.shape[1] == 3 and spec.hue:  # rotate the chroma plane of YIQ
+        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+        angle = (_uniform(gen, n, -spec.hue, spec.hue) * 2 * math.pi).float()
+        rot = torch.zeros(n, 3, 3)
+        rot[:, 0, 0] = 1
+        rot[:, 1, 1], rot[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
+        rot[:, 2, 1], rot[:, 2, 2] = torch.sin(angle), torch.cos(angle)
+        mix = torch.linalg.inv(to_yiq) @ rot @ to_yiq
+        x = torch.einsum("nij,njhw->nihw", mix, x).clamp(0, 255)
+    return x
+
+
+def _erase(x: torch.Tensor, p: float, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    """With probability `p` per image, replace a random rectangle (area fraction in `scale`) with noise."""
+    n, c, h, w = x.shape
+    area = _uniform(gen, n, *scale)
+    ratio = torch.exp(_uniform(gen, n, math.log(0.3), math.log(3.3)))
+    eh, ew = (area / ratio).sqrt().clamp(max=1) * h, (area * ratio).sqrt().clamp(max=1) * w
+    top, left = _uniform(gen, n, 0, 1) * (h - eh), _uniform(gen, n, 0, 1) * (w - ew)
+    ys = torch.arange(h, dtype=torch.float64).view(1, h, 1)
+    xs = torch.arange(w, dtype=torch.float64).view(1, 1, w)
+    box = ((ys >= top.view(n, 1, 1)) & (ys < (top + eh).view(n, 1, 1))
+           & (xs >= left.view(n, 1, 1)) & (xs < (left + ew).view(n, 1, 1)))
+    chosen = (torch.rand(n, generator=gen) < p).view(n, 1, 1)
+    noise = torch.randint(0, 256, x.shape, generator=gen).float()
+    return torch.where((box & chosen).unsqueeze(1), noise, x)
+
+
+def batch_seed(seed: int, batch: Batch, times_seen: int) -> int:
+    """A seed from `data.seed`, the batch's content (a subsample of its pixels and its labels) and its epoch."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(np.ascontiguousarray(batch["image"][:, :, ::7, ::7]).tobytes())
+    for name in sorted(batch):
+        if name.startswith("label_"):
+            digest.update(np.ascontiguousarray(batch[name]).tobytes())
+    return int.from_bytes(digest.digest(), "little") ^ (seed * 1_000_003 + times_seen * 7919)
+
+
+def batch_digest(batch: Batch) -> str:
+    """What identifies a batch for the epoch counter."""
+    return str(batch_seed(0, batch, 0))
+
+
+@ray.remote(num_cpus=0)
+class EpochCounter:
+    """Counts how often each batch has been augmented: the epoch, as seen by a stateless map function."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def seen(self, key: str) -> int:
+        count = self.counts.get(key, 0)
+        self.counts[key] = count + 1
+        return count
+
+
+def augment_batch(batch: Batch, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor], seed: int,
+                  counter: Any) -> Batch:
+    """Ray Data `map_batches` function: augment `batch["image"]` (uint8 NCHW) with draws seeded per epoch."""
+    times_seen = ray.get(counter.seen.remote(batch_digest(batch)))
+    gen = torch.Generator().manual_seed(batch_seed(seed, batch, times_seen) % 2**63)
+    batch["image"] = augment(torch.from_numpy(batch["image"]), gen).numpy()
+    return batch

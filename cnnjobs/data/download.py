@@ -1,0 +1,100 @@
+"""Fetching a dataset archive once: download with a progress bar, verify its SHA-256, extract it safely, reuse it.
+
+Layout under `<data.cache_dir>/downloads/<key>/`, where the key is the checksum (or a hash of the URL without one):
+    <file name>     the downloaded file, moved into place only once complete and verified
+    extracted/      its contents (an archive's members; a plain file is linked here), complete once `.done` exists
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from cnnjobs.errors import JobError
+from cnnjobs.spec import Download
+
+log = logging.getLogger("cnnjobs")
+_CHUNK = 1 << 20
+
+
+def fetch(download: Download, cache_dir: str) -> Path:
+    """The folder holding the extracted download, fetching and extracting it on first use."""
+    key = (download.sha256 or hashlib.sha256(download.url.encode()).hexdigest())[:20].lower()
+    folder = Path(os.path.expanduser(cache_dir)) / "downloads" / key
+    extracted = folder / "extracted"
+    if (extracted / ".done").exists():
+        return extracted
+    name = Path(urllib.parse.urlparse(download.url).path).name or "download"
+    archive = folder / name
+    if not archive.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        _download(download, archive)
+    if extracted.exists():  # an extraction that was interrupted
+        shutil.rmtree(extracted)
+    extracted.mkdir()
+    _extract(archive, extracted)
+    (extracted / ".done").touch()
+    return extracted
+
+
+def _download(download: Download, target: Path) -> None:
+    """Stream `download.url` to `target` through a temporary file, with a progress bar; verify the checksum."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    partial = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(download.url, timeout=60) as response, open(partial, "wb") as out, \
+                Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                         TransferSpeedColumn(), transient=True) as progress:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            task = progress.add_task(f"downloading {target.name}", total=total)
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                progress.advance(task, len(chunk))
+    except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+        partial.unlink(missing_ok=True)
+        raise JobError(f"data.source.download.url: cannot download {download.url}: {exc}") from None
+    actual = digest.hexdigest()
+    if download.sha256 is None:
+        log.warning("%s is not verified (no data.source.download.sha256); its SHA-256 is %s", download.url, actual)
+    elif actual != download.sha256.lower():
+        partial.unlink()
+        raise JobError(f"data.source.download.sha256: {download.url} has SHA-256 {actual}, "
+                       f"expected {download.sha256.lower()} (file removed)")
+    partial.rename(target)
+
+
+def _extract(archive: Path, target: Path) -> None:
+    """Unpack a zip or tar into `target`; a member that would land outside `target` is an error, not a file."""
+    root = target.resolve()
+
+    def inside(name: str) -> Path:
+        path = (root / name).resolve()
+        if path != root and root not in path.parents:
+            raise JobError(f"data.source.download: {archive.name}: member {name!r} would be written outside "
+                           f"the extraction folder; refusing to extract")
+        return path
+
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zipped:
+            for member in zipped.infolist():
+                inside(member.filename)
+            zipped.extractall(root)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tarred:
+            for member in tarred.getmembers():
+                inside(member.name)
+                if member.issym() or member.islnk():
+                    inside(os.path.join(os.path.dirname(member.name), member.linkname))
+            tarred.extractall(root, filter="data")
+    else:  # a single file, e.g. train-images-idx3-ubyte.gz
+        os.link(archive, root / archive.name)
