@@ -1,8 +1,9 @@
 """One registry of architectures and one factory that puts a head per task on top of them.
 
-An architecture is a function `(in_channels, image_size, dropout) -> (backbone, feature_dim)`: the backbone maps
-images to flat features, and `build_model` adds one linear head per task, so every model answers
-`model(x) -> {task: logits}` whatever the number of tasks.
+An architecture is a function `(spec, in_channels, image_size) -> (backbone, feature_dim)`: the backbone maps
+images to flat features, and `build_model` adds one head per task, so every model answers
+`model(x) -> {task: logits}` whatever the number of tasks. The seed CNNs (`seeds.py`) and the torchvision
+networks (`backbones.py`) enter through the same `register` decorator.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import nn
 
+from cnnjobs.errors import JobError
+from cnnjobs.models.heads import MultiHead
+
 if TYPE_CHECKING:
     from cnnjobs.spec import ModelSpec
 
-Backbone = Callable[[int, tuple[int, int], "float | None"], tuple[nn.Module, int]]
+Backbone = Callable[["ModelSpec", int, tuple[int, int]], tuple[nn.Module, int]]
 
 
 @dataclass(frozen=True)
@@ -28,18 +32,21 @@ class ModelInfo:
     build: Backbone
     source: str
     default_size: tuple[int, int]
+    min_size: int  # smallest image side the network's strides and kernels accept
+    pretrained: bool  # whether `model.pretrained: true` has ImageNet weights to load
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register(name: str, *, source: str, default_size: tuple[int, int]) -> Callable[[Backbone], Backbone]:
+def register(name: str, *, source: str, default_size: tuple[int, int], min_size: int = 8,
+             pretrained: bool = False) -> Callable[[Backbone], Backbone]:
     """Decorator: add a backbone constructor to the registry under `name`."""
 
     def add(fn: Backbone) -> Backbone:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(name, fn, source, default_size)
+        _REGISTRY[name] = ModelInfo(name, fn, source, default_size, min_size, pretrained)
         return fn
 
     return add
@@ -47,7 +54,7 @@ def register(name: str, *, source: str, default_size: tuple[int, int]) -> Callab
 
 def _load_builtin() -> None:
     # Imported for their @register side effect; kept here so `list_models` always sees every architecture.
-    from cnnjobs.models import seeds  # noqa: F401
+    from cnnjobs.models import backbones, seeds  # noqa: F401
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -62,27 +69,57 @@ def model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-class MultiHead(nn.Module):
-    """A backbone shared by one linear head per task; `forward` returns `{task: logits}`."""
-
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: dict[str, int]) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.heads = nn.ModuleDict({task: nn.Linear(feature_dim, n) for task, n in num_classes.items()})
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.backbone(x)
-        return {task: head(features) for task, head in self.heads.items()}
-
-
 def build_model(spec: "ModelSpec", num_classes: dict[str, int], image_size: tuple[int, int],
-                channels: int) -> MultiHead:
-    """Build `spec.arch` for images of `channels` x `image_size` with one head per task."""
-    backbone, dim = model_info(spec.arch).build(channels, tuple(image_size), spec.dropout)
-    return MultiHead(backbone, dim, num_classes)
+                channels: int, *, init_weights: bool = True) -> MultiHead:
+    """Build `spec.arch` for images of `channels` x `image_size` with one head per task.
+
+    `init_weights=False` skips `model.pretrained` / `model.weights`, for callers that load a trained
+    state dict right after (prediction), so they never download weights they would overwrite.
+    """
+    info = model_info(spec.arch)
+    if min(image_size) < info.min_size:
+        raise JobError(f"data.image_size: {spec.arch} needs images of at least {info.min_size} px "
+                       f"(got {list(image_size)})")
+    if spec.pretrained and not info.pretrained:
+        raise JobError(f"model.pretrained: {spec.arch} has no pretrained weights (only the torchvision "
+                       f"architectures do); use model.weights: PATH for weights of your own")
+    if not init_weights:
+        spec = spec.model_copy(update={"pretrained": False, "weights": None})
+    backbone, dim = info.build(spec, channels, tuple(image_size))
+    heads = {task: spec.heads[task].output if task in spec.heads else "softmax" for task in num_classes}
+    model = MultiHead(backbone, dim, num_classes, heads, spec.head_dropout)
+    if spec.weights:
+        load_weights(model, spec.weights, spec.arch)
+    model.freeze_backbone(spec.freeze == "backbone")
+    return model
+
+
+def load_weights(model: MultiHead, path: str, arch: str) -> None:
+    """Load `model.weights`: a cnnjobs `best_model.pt` (heads that do not fit the tasks are left new) or a
+    state dict of the bare network (e.g. a torchvision `.pth` file), whose classifier is ignored."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise JobError(f"model.weights: no such file {path}") from None
+    except Exception as exc:  # torch raises many kinds for files that are not state dicts
+        raise JobError(f"model.weights: {path} is not a PyTorch state dict ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise JobError(f"model.weights: {path} is not a state dict (a mapping of names to tensors)")
+    whole = any(key.startswith("backbone.") for key in state)
+    target: nn.Module = model if whole else model.backbone
+    own = target.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable and not k.startswith("heads.")]
+    if missing:
+        raise JobError(f"model.weights: {path} does not fit {arch}: {len(missing)} of {len(own)} tensors are "
+                       f"missing or shaped differently (first: {missing[0]})")
+    target.load_state_dict(usable, strict=False)
 
 
 def flat_features(module: nn.Module, channels: int, image_size: tuple[int, int]) -> int:
     """Size of `module`'s flattened output for one image: how seed CNNs size their first dense layer."""
+    module.eval()  # a probe must not move BatchNorm's running statistics
     with torch.no_grad():
-        return int(module(torch.zeros(1, channels, *image_size)).flatten(1).shape[1])
+        dim = int(module(torch.zeros(1, channels, *image_size)).flatten(1).shape[1])
+    module.train()
+    return dim

@@ -2,18 +2,18 @@
 (`get_dataset_shard`, `prepare_model`, `report`, `get_checkpoint`).
 
 Every worker trains on its own slice of the train split (DDP averages the gradients) and evaluates the whole
-validation and test splits, so all workers compute the same validation metrics and take the same decisions
-(best epoch, early stopping) without talking to each other.
+validation and test splits; rank 0's validation metrics are broadcast so that all workers take the same
+decisions (best epoch, LR on plateau, early stopping) and call `ray.train.report` equally often.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -26,72 +26,15 @@ from torch import nn
 from cnnjobs.data.pipeline import normalization, to_model_input
 from cnnjobs.data.shards import Manifest
 from cnnjobs.models import build_model
-from cnnjobs.spec import JobSpec, TrainSpec
+from cnnjobs.models.heads import task_loss
+from cnnjobs.spec import JobSpec
+from cnnjobs.train.metrics import Tally
+from cnnjobs.train.schedules import LrSchedule, early_stopping, is_better, make_optimizer
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "state.pt"
 BEST_FILE = "best_model.pt"
-
-
-@dataclass
-class Tally:
-    """Sums over batches from which losses, accuracies and confusion matrices follow."""
-
-    loss: dict[str, float]
-    confusion: dict[str, np.ndarray]  # task -> (true, predicted) counts
-
-    @classmethod
-    def empty(cls, num_classes: dict[str, int]) -> "Tally":
-        return cls({t: 0.0 for t in num_classes}, {t: np.zeros((n, n), np.int64) for t, n in num_classes.items()})
-
-    def add(self, logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
-            losses: dict[str, torch.Tensor]) -> None:
-        for task, out in logits.items():
-            n = self.confusion[task].shape[0]
-            pairs = labels[task].cpu() * n + out.argmax(1).cpu()
-            self.confusion[task] += torch.bincount(pairs, minlength=n * n).reshape(n, n).numpy()
-            self.loss[task] += float(losses[task]) * len(out)
-
-    def all_reduce(self) -> None:
-        """Sum the tallies of all workers (train metrics cover the whole split, not rank 0's part)."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return
-        flat = torch.tensor(np.concatenate([[*self.loss.values()], *[c.ravel() for c in self.confusion.values()]]),
-                            dtype=torch.float64)
-        dist.all_reduce(flat)
-        values = flat.numpy()
-        offset = len(self.loss)
-        for index, task in enumerate(self.loss):
-            self.loss[task] = float(values[index])
-            size = self.confusion[task].size
-            self.confusion[task] = values[offset:offset + size].reshape(self.confusion[task].shape).round().astype(
-                np.int64)
-            offset += size
-
-    def metrics(self, prefix: str) -> dict[str, float]:
-        """`<prefix>/loss` (sum over tasks), `<prefix>/acc` (mean over tasks) and `<prefix>/<task>/...`."""
-        out: dict[str, float] = {}
-        for task, confusion in self.confusion.items():
-            count = max(int(confusion.sum()), 1)
-            out[f"{prefix}/{task}/loss"] = self.loss[task] / count
-            out[f"{prefix}/{task}/acc"] = float(np.trace(confusion)) / count
-        out[f"{prefix}/loss"] = sum(out[f"{prefix}/{t}/loss"] for t in self.loss)
-        out[f"{prefix}/acc"] = float(np.mean([out[f"{prefix}/{t}/acc"] for t in self.loss]))
-        return out
-
-
-def make_optimizer(params: Iterator[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
-    """The optimizer named by `train.optimizer`."""
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
-
-
-def is_better(value: float, best: float | None, mode: str) -> bool:
-    """Whether `value` improves on `best` for a metric that is better `mode` ('min' or 'max')."""
-    return best is None or (value < best if mode == "min" else value > best)
+_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def seed_everything(seed: int) -> None:
@@ -110,33 +53,52 @@ def train_loop(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     reporter = progress if rank == 0 else None
+    device = ray.train.torch.get_device()
+    on_gpu = device.type == "cuda"
 
     seed_everything(spec.seed)  # same initial weights on every worker
     num_classes = {task: len(classes) for task, classes in manifest.tasks.items()}
-    model = build_model(job.model, num_classes, manifest.image_shape[:2], manifest.image_shape[2])
-    model = ray.train.torch.prepare_model(model)
-    plain = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    optimizer = make_optimizer(model.parameters(), spec)
-    device = ray.train.torch.get_device()
+    task_weights = {task: head.weight for task, head in job.model.heads.items()}
+    plain = build_model(job.model, num_classes, manifest.image_shape[:2], manifest.image_shape[2])
+    memory_format = torch.channels_last if spec.channels_last and on_gpu else torch.contiguous_format
+    plain = plain.to(device, memory_format=memory_format)
+    optimizer = make_optimizer(plain.parameters(), spec)
+    amp = _AMP.get(spec.precision) if on_gpu else None  # CPU autocast is slower than fp32 for convolutions
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in normalization(job.data.normalize,
                                                                                           manifest))
-    criterion = nn.CrossEntropyLoss()
+    train_shard = ray.train.get_dataset_shard("train")
+    batch_size = spec.batch_size // world  # train.batch_size is global: same steps whatever the worker count
+    steps = -(-(manifest.num_rows("train") // world) // batch_size)
+    schedule = LrSchedule(spec, optimizer, steps)
+    stopper = early_stopping(spec)
 
-    start_epoch, best_score, best_epoch, best_state = 0, None, 0, None
+    start_epoch, best_score, best_epoch, best_state, last_val = 0, None, 0, None, {}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # resumed: continue after the last reported epoch
         with checkpoint.as_directory() as folder:
             plain.load_state_dict(torch.load(os.path.join(folder, MODEL_FILE), map_location=device))
             state = torch.load(os.path.join(folder, STATE_FILE), map_location=device, weights_only=False)
             optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            scaler.load_state_dict(state["scaler"])
+            if stopper:
+                stopper.best, stopper.wait = state["stopper"]
             start_epoch, best_score, best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
+            last_val = state["last_val"]
             best_path = os.path.join(folder, BEST_FILE)
             best_state = torch.load(best_path, map_location="cpu") if os.path.exists(best_path) else _cpu_copy(plain)
     seed_everything(spec.seed + 1000 * rank + start_epoch)  # distinct dropout/shuffle streams per worker
 
-    train_shard = ray.train.get_dataset_shard("train")
-    batch_size = spec.batch_size // world  # train.batch_size is global: same steps whatever the worker count
-    steps = -(-(manifest.num_rows("train") // world) // batch_size)
+    def wrap(net: nn.Module) -> nn.Module:
+        """DDP (with more than one worker) and torch.compile, as the job asks; rebuilt when the backbone thaws."""
+        net = ray.train.torch.prepare_model(net, move_to_device=False)
+        return torch.compile(net) if spec.compile else net
+
+    unfreeze_at = job.model.unfreeze_after
+    if unfreeze_at is not None and start_epoch >= unfreeze_at:
+        plain.freeze_backbone(False)
+    model = wrap(plain)
 
     def batches(name: str, shuffle_seed: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         shard = train_shard if name == "train" else ray.train.get_dataset_shard(name)
@@ -145,64 +107,105 @@ def train_loop(config: dict[str, Any]) -> None:
                                             local_shuffle_buffer_size=buffer, local_shuffle_seed=shuffle_seed)
 
     def forward(batch: dict[str, torch.Tensor], net: nn.Module, tally: Tally) -> torch.Tensor:
-        logits = net(to_model_input(batch["image"], mean, std))
+        images = to_model_input(batch["image"], mean, std).contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+            logits = net(images)
+        logits = {task: out.float() for task, out in logits.items()}
         labels = {task: batch[f"label_{task}"] for task in num_classes}
-        losses = {task: criterion(out, labels[task]) for task, out in logits.items()}
+        losses = {task: task_loss(out, labels[task], spec.label_smoothing) for task, out in logits.items()}
         tally.add({t: o.detach() for t, o in logits.items()}, labels, {t: l.detach() for t, l in losses.items()})
-        return sum(losses.values())
+        return sum(task_weights.get(task, 1.0) * loss for task, loss in losses.items())
 
-    def evaluate(name: str, net: nn.Module) -> Tally:
+    def evaluate(name: str) -> Tally:
         tally = Tally.empty(num_classes)
-        net.eval()
+        plain.eval()
         with torch.no_grad():
             for batch in batches(name):
-                forward(batch, net, tally)
+                forward(batch, plain, tally)
         return tally
 
-    for epoch in range(start_epoch, spec.epochs):
+    for epoch in range(start_epoch + 1, spec.epochs + 1):
         started = time.perf_counter()
+        if epoch - 1 == unfreeze_at:  # transfer learning, phase two: fine-tune everything
+            plain.freeze_backbone(False)
+            model = wrap(plain)
         model.train()
         tally = Tally.empty(num_classes)
+        lr = schedule.lr
         last_note = 0.0
         for step, batch in enumerate(batches("train", shuffle_seed=spec.seed + 7919 * epoch + rank), 1):
             optimizer.zero_grad(set_to_none=True)
             loss = forward(batch, model, tally)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            if spec.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.after_batch()
             if reporter and time.perf_counter() - last_note > 0.25:
                 last_note = time.perf_counter()
-                reporter.step.remote(epoch + 1, step, steps, float(loss))
+                reporter.step.remote(epoch, step, steps, float(loss))
         tally.all_reduce()
-        metrics = {"epoch": epoch + 1, **tally.metrics("train"), **evaluate("val", plain).metrics("val"),
-                   "lr": optimizer.param_groups[0]["lr"], "epoch_s": time.perf_counter() - started}
-        if is_better(metrics[spec.monitor], best_score, spec.monitor_mode):
-            best_score, best_epoch, best_state = metrics[spec.monitor], epoch + 1, _cpu_copy(plain)
-        metrics["best_epoch"] = best_epoch
-        if epoch + 1 == spec.epochs and "test" in manifest.files and manifest.num_rows("test"):
-            plain.load_state_dict(best_state)
-            test = evaluate("test", plain)
-            metrics.update(test.metrics("test"))
+        metrics: dict[str, Any] = {"epoch": epoch, **tally.metrics("train", task_weights), "lr": lr}
+
+        last = epoch == spec.epochs
+        stop = False
+        if last or epoch % spec.validate_every == 0:
+            last_val = _same_on_all_workers(evaluate("val").metrics("val", task_weights))
+            metrics.update(last_val)
+            if is_better(metrics[spec.monitor], best_score, spec.monitor_mode):
+                best_score, best_epoch, best_state = metrics[spec.monitor], epoch, _cpu_copy(plain)
+            stop = stopper is not None and stopper.update(metrics) >= spec.early_stopping.patience and not last
+        schedule.after_epoch(metrics)
+        save = last or stop or epoch % spec.checkpoint_every == 0
+        metrics.update(best_epoch=best_epoch, epoch_s=time.perf_counter() - started)
+        if stop:
+            metrics["stopped_early"] = 1
+        this_epoch = _cpu_copy(plain) if save and rank == 0 else None  # before the best weights come back
+        if (last or stop) and "test" in manifest.files and manifest.num_rows("test"):
+            plain.load_state_dict(best_state)  # the best epoch's weights are the ones tested (and kept)
+            test = evaluate("test")
+            metrics.update(test.metrics("test", task_weights))
             metrics["test/confusion"] = {task: c.tolist() for task, c in test.confusion.items()}
-        _report(metrics, rank, plain, optimizer, best_score, best_epoch, best_state, reporter)
+        if reporter:
+            reporter.epoch.remote(copy.deepcopy(metrics))
+        state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                 "scaler": scaler.state_dict(), "stopper": (stopper.best, stopper.wait) if stopper else None,
+                 "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "last_val": last_val}
+        # Ray's copy of the metrics carries the latest validation forward, so that Tune and checkpoint ranking
+        # always find `train.monitor`; metrics.csv (from `reporter`) holds only what was measured this epoch.
+        _report({**last_val, **metrics}, this_epoch, state, best_state)
+        if stop:
+            break
+
+
+def _same_on_all_workers(metrics: dict[str, float]) -> dict[str, float]:
+    """Rank 0's values on every worker: GPU kernels may differ in the last bit between workers, and decisions
+    taken on validation metrics (best epoch, early stopping) must agree exactly."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return metrics
+    values = torch.tensor(list(metrics.values()), dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        values = values.cuda()
+    dist.broadcast(values, src=0)
+    return dict(zip(metrics, values.cpu().tolist()))
 
 
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
 
 
-def _report(metrics: dict[str, Any], rank: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-            best_score: float | None, best_epoch: int, best_state: dict[str, torch.Tensor] | None,
-            reporter: Any) -> None:
-    """Report the epoch to Ray Train; rank 0 attaches the checkpoint (weights, optimizer, best so far)."""
-    if reporter:
-        reporter.epoch.remote(copy.deepcopy(metrics))
+def _report(metrics: dict[str, Any], weights: dict[str, torch.Tensor] | None, state: dict[str, Any],
+            best_state: dict[str, torch.Tensor] | None) -> None:
+    """Report the epoch to Ray Train; with `weights` (rank 0, checkpoint epochs) attach the epoch's weights,
+    the optimizer and schedule state, and the best weights so far."""
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None
-        if rank == 0:
-            torch.save(model.state_dict(), os.path.join(folder, MODEL_FILE))
-            torch.save({"optimizer": optimizer.state_dict(), "epoch": metrics["epoch"], "best_score": best_score,
-                        "best_epoch": best_epoch}, os.path.join(folder, STATE_FILE))
-            if best_epoch != metrics["epoch"]:
+        if weights is not None:
+            torch.save(weights, os.path.join(folder, MODEL_FILE))
+            torch.save(state, os.path.join(folder, STATE_FILE))
+            if best_state is not None and state["best_epoch"] != state["epoch"]:
                 torch.save(best_state, os.path.join(folder, BEST_FILE))
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report({k: v for k, v in metrics.items() if not isinstance(v, dict)}, checkpoint=checkpoint)
