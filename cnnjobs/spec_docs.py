@@ -28,8 +28,8 @@ def _type_name(annotation: Any) -> str:
     if origin is typing.Annotated:
         return _type_name(get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        return " \\| ".join(_type_name(a) for a in get_args(annotation) if a is not type(None)) + (
-            " \\| null" if type(None) in get_args(annotation) else "")
+        names = dict.fromkeys(_type_name(a) for a in get_args(annotation) if a is not type(None))
+        return " \\| ".join(names) + (" \\| null" if type(None) in get_args(annotation) else "")
     if origin in (tuple, list, dict):
         return f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(annotation) if a is not Ellipsis)}]"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -49,27 +49,33 @@ def _default(field: Any) -> str:
 
 
 def _models_of(annotation: Any) -> list[type[BaseModel]]:
-    args = [annotation, *get_args(annotation)]
-    args += [inner for arg in args for inner in get_args(arg)]
-    return list(dict.fromkeys(a for a in args if isinstance(a, type) and issubclass(a, BaseModel)))
+    """The pydantic models an annotation can hold, through Optional, Union and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return list(dict.fromkeys(model for arg in get_args(annotation) for model in _models_of(arg)))
 
 
-def _sections(model: type[BaseModel], prefix: str) -> list[tuple[str, type[BaseModel]]]:
+def _sections(model: type[BaseModel], prefix: str, seen: set[type[BaseModel]]) -> list[tuple[str, type[BaseModel]]]:
+    """Every section below `model`, each documented once (under the first key that holds it)."""
+    seen.add(model)
     found = [(prefix, model)]
     for name, field in model.model_fields.items():
         nested = _models_of(field.annotation)
         for arg in nested:
-            label = f"{prefix}.{name}" if prefix else name
+            if arg in seen:
+                continue
+            path = prefix.split(" (")[0]  # children of `data.source (type: csv)` are `data.source.<key>`
+            label = f"{path}.{name}" if path else name
             if len(nested) > 1 and "type" in arg.model_fields:
                 label += f" (type: {arg.model_fields['type'].default})"
-            found += _sections(arg, label)
+            found += _sections(arg, label, seen)
     return found
 
 
 def reference() -> str:
     """Markdown tables, one per section of the job YAML."""
     parts = []
-    for label, model in _sections(JobSpec, ""):
+    for label, model in _sections(JobSpec, "", set()):
         parts.append(f"#### `{label or 'top level'}`\n\n{(model.__doc__ or '').strip()}\n")
         parts.append("| key | type | default | meaning |\n|---|---|---|---|")
         for name, field in model.model_fields.items():

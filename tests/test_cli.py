@@ -20,7 +20,7 @@ def cnnjobs(*args: str, env: dict | None = None, timeout: int = 600, cwd: Path =
 
 def test_bad_job_file_is_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((REPO / "jobs/digits_lenet.yaml").read_text().replace("lr: 0.01", "lr: -1"))
+    bad.write_text((REPO / "jobs/digits_lenet.yaml").read_text().replace("lr: 0.05", "lr: -1"))
     done = cnnjobs("submit", str(bad))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"cnnjobs: error: {bad}:17: train.lr: must be > 0 (got -1)"]

@@ -14,6 +14,8 @@ from cnnjobs import storage
 from cnnjobs.errors import JobError
 from cnnjobs.results.rundir import METRICS, SUMMARY
 
+TUNE_RESULTS = "tune_results.csv"  # written by cnnjobs.tune: one row per trial
+
 
 @dataclass(frozen=True)
 class Run:
@@ -26,6 +28,14 @@ class Run:
     def metrics(self) -> list[dict[str, str]]:
         """Rows of `metrics.csv` (strings, as written); empty before the first epoch ends."""
         location = storage.join(self.path, METRICS)
+        if not storage.exists(location):
+            return []
+        return list(csv.DictReader(io.StringIO(storage.read_text(location))))
+
+    @property
+    def trials(self) -> list[dict[str, str]]:
+        """Rows of a search's `tune_results.csv` (best first); empty for training runs."""
+        location = storage.join(self.path, TUNE_RESULTS)
         if not storage.exists(location):
             return []
         return list(csv.DictReader(io.StringIO(storage.read_text(location))))

@@ -6,6 +6,7 @@ live progress and to write `metrics.csv` as epochs finish.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ class Snapshot:
     steps: int = 0
     loss: float | None = None
     new_epochs: list[dict[str, Any]] = field(default_factory=list)
+    first_step_at: float | None = None  # wall clock (time.time) of the first finished training step
 
 
 @ray.remote(num_cpus=0)
@@ -33,6 +35,8 @@ class ProgressTracker:
 
     def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
         self.now.epoch, self.now.step, self.now.steps, self.now.loss = epoch, step, steps, loss
+        if self.now.first_step_at is None:
+            self.now.first_step_at = time.time()
 
     def epoch(self, metrics: dict[str, Any]) -> None:
         self.epochs.append(metrics)
@@ -40,4 +44,5 @@ class ProgressTracker:
 
     def poll(self, seen: int) -> Snapshot:
         """The current position plus the epoch metrics after the first `seen`."""
-        return Snapshot(self.now.epoch, self.now.step, self.now.steps, self.now.loss, self.epochs[seen:])
+        return Snapshot(self.now.epoch, self.now.step, self.now.steps, self.now.loss, self.epochs[seen:],
+                        self.now.first_step_at)

@@ -6,6 +6,7 @@ Ray objects are built from the spec here and nowhere else (ScalingConfig, RunCon
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -21,8 +22,9 @@ from ray.train.torch import TorchTrainer
 
 from cnnjobs import storage
 from cnnjobs.data.pipeline import build_datasets
-from cnnjobs.data.shards import Manifest, prepare
+from cnnjobs.data.shards import SKIPPED, Manifest, prepare, skipped_csv
 from cnnjobs.errors import JobError, TrainingFailed
+from cnnjobs.results.plots import save_plots
 from cnnjobs.results.rundir import RunDir, utc_now
 from cnnjobs.results.summary import split_metrics
 from cnnjobs.spec import JobSpec
@@ -31,6 +33,7 @@ from cnnjobs.train.progress import ProgressTracker, Snapshot
 from cnnjobs.train.session import ray_session
 
 log = logging.getLogger("cnnjobs")
+REPORT_POLL_S = "0.25"  # seconds between the Train controller's polls of the workers
 IN_MEMORY_SHARE = 0.25  # of the object store, for datasets small enough to decode once and keep
 
 ProgressCallback = Callable[[str, Snapshot | None, list[dict[str, Any]]], None]
@@ -45,10 +48,26 @@ class RunResult:
 
 
 def check_monitor(job: JobSpec, manifest: Manifest) -> None:
-    """`train.monitor` may name a task (`val/<task>/acc`); that task must exist in the data."""
-    parts = job.train.monitor.split("/")
-    if len(parts) == 3 and parts[1] not in manifest.tasks:
-        raise JobError(f"train.monitor: no task {parts[1]!r} in the data (tasks: {', '.join(manifest.tasks)})")
+    """The keys that name tasks must fit the data: monitored metrics (`val/<task>/acc`; `top5` needs more than
+    5 classes) and `model.heads` (a `sigmoid` head needs exactly two classes)."""
+    tasks = ", ".join(manifest.tasks)
+    monitors = {"train.monitor": job.train.monitor}
+    if job.train.early_stopping and job.train.early_stopping.monitor:
+        monitors["train.early_stopping.monitor"] = job.train.early_stopping.monitor
+    if getattr(job.train.schedule, "monitor", None):
+        monitors["train.schedule.monitor"] = job.train.schedule.monitor
+    for key, monitor in monitors.items():
+        parts = monitor.split("/")
+        if len(parts) == 3 and parts[1] not in manifest.tasks:
+            raise JobError(f"{key}: no task {parts[1]!r} in the data (tasks: {tasks})")
+        if len(parts) == 3 and parts[2] == "top5" and len(manifest.tasks[parts[1]]) <= 5:
+            raise JobError(f"{key}: {parts[1]} has {len(manifest.tasks[parts[1]])} classes; top5 needs more than 5")
+    for task, head in job.model.heads.items():
+        if task not in manifest.tasks:
+            raise JobError(f"model.heads.{task}: no task {task!r} in the data (tasks: {tasks})")
+        if head.output == "sigmoid" and len(manifest.tasks[task]) != 2:
+            raise JobError(f"model.heads.{task}.output: sigmoid needs two classes ({task} has "
+                           f"{len(manifest.tasks[task])})")
 
 
 def resolve_use_gpu(job: JobSpec) -> bool:
@@ -58,8 +77,16 @@ def resolve_use_gpu(job: JobSpec) -> bool:
     return bool(job.scaling.use_gpu)
 
 
-def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any) -> TorchTrainer:
-    """The TorchTrainer for `job`: one DDP worker per `scaling.num_workers`, checkpoints into the run folder."""
+def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, *,
+                  datasets: dict[str, ray.data.Dataset] | None = None,
+                  callbacks: list[Any] = ()) -> TorchTrainer:
+    """The TorchTrainer for `job`: one DDP worker per `scaling.num_workers`, checkpoints into the run folder.
+
+    A search passes the `datasets` it built once for all trials, and Tune's report callback in `callbacks`.
+    """
+    # Train V2 workers queue one report at a time and the controller collects it only when it polls (every 2 s
+    # by default): with short epochs every `report` waited for the poll. Ray passes this on to its controller.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", REPORT_POLL_S)
     use_gpu = resolve_use_gpu(job)
     resources = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     fs, _ = storage.resolve(run.location)
@@ -73,10 +100,14 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any) 
             name=run.run_id,
             storage_path=run.storage_parent,
             storage_filesystem=fs if storage.is_uri(run.location) else None,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=job.train.keep_checkpoints, checkpoint_score_attribute=job.train.monitor,
+                checkpoint_score_order=job.train.monitor_mode),  # the best K by the monitor, and always the last
             failure_config=ray.train.FailureConfig(max_failures=0),
+            callbacks=list(callbacks),
         ),
-        datasets=build_datasets(manifest, in_memory_bytes=int(IN_MEMORY_SHARE * store)),
+        datasets=datasets or build_datasets(manifest, in_memory_bytes=int(IN_MEMORY_SHARE * store),
+                                            augment=job.data.augment, seed=job.data.seed),
         # Only the train split is divided among workers; every worker evaluates all of val and test.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ingest_options()),
     )
@@ -94,18 +125,22 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
     Connects to `address` (or `RAY_ADDRESS`), else starts a local Ray instance sized to this machine and stops it
     afterwards. Raises `JobError` for bad input and `TrainingFailed` when training itself fails.
     """
+    submitted = time.time()
     notify = on_progress or (lambda *args: None)
     notify("preparing data", None, [])
-    manifest, cached = prepare(job.data)
+    manifest, cached = prepare(job.data, start_ray=True)
     check_monitor(job, manifest)
     run = RunDir.create(job)
+    if manifest.skipped:  # images and rows left out of the data, with the reason
+        storage.write_text(run.path(SKIPPED), skipped_csv(manifest))
     summary: dict[str, Any] = {
         "job": job.name, "run_id": run.run_id, "run_dir": run.location, "kind": "train", "status": "running",
         "started": utc_now(), "monitor": job.train.monitor, "mode": job.train.monitor_mode,
         "arch": job.model.arch, "epochs": job.train.epochs,
         "data": {"shards": manifest.location, "cached": cached, "image_shape": list(manifest.image_shape),
-                 "tasks": {t: len(c) for t, c in manifest.tasks.items()},
-                 "rows": {split: manifest.num_rows(split) for split in manifest.files}},
+                 "tasks": {t: len(c) for t, c in manifest.tasks.items()}, "classes": manifest.tasks,
+                 "rows": {split: manifest.num_rows(split) for split in manifest.files},
+                 "skipped": len(manifest.skipped)},
     }
     run.write_summary(summary)
     rows: list[dict[str, Any]] = []
@@ -116,7 +151,10 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
             tracker = ProgressTracker.remote()
             summary["use_gpu"] = resolve_use_gpu(job)
             result = _fit_with_progress(build_trainer(job, manifest, run, tracker), tracker, run, rows, notify)
-            _keep_best_model(result.checkpoint, run)
+            first_step = ray.get(tracker.poll.remote(len(rows))).first_step_at
+            summary["to_first_step_s"] = round(first_step - submitted, 1) if first_step else None
+            summary["first_step_at"] = first_step
+            keep_best_model(result.checkpoint, run)
     except JobError:
         raise
     except BaseException as exc:  # training broke (or Ctrl-C): the run folder says so, nothing written is lost
@@ -159,7 +197,7 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, rows: l
     return outcome["result"]
 
 
-def _keep_best_model(checkpoint: ray.train.Checkpoint | None, run: RunDir) -> None:
+def keep_best_model(checkpoint: ray.train.Checkpoint | None, run: RunDir) -> None:
     """Copy the best weights out of the last checkpoint to `<run>/best_model.pt`."""
     if checkpoint is None:
         raise RuntimeError("training reported no checkpoint")
@@ -178,9 +216,11 @@ def _finish(run: RunDir, summary: dict[str, Any], rows: list[dict[str, Any]], fi
     summary["duration_s"] = round(finished - run.started, 1)
     summary["epochs_run"] = len(rows)
     if rows:
-        summary.update(split_metrics(rows, summary["monitor"]))
+        summary.update(split_metrics(rows, summary["monitor"], summary["data"].get("classes")))
         run.write_metrics(rows)
     run.write_summary(summary)
+    if rows:
+        save_plots(run, summary, rows)
     run.upload_logs()
 
 

@@ -1,0 +1,108 @@
+"""Benchmark 4: peak memory and throughput of `prepare` + one epoch of ingest, at 1x and 10x the images.
+
+Each size runs in a fresh process that starts its own local Ray; the peak RSS is the largest sum over that
+process and all its descendants (Ray's GCS, raylet and workers), sampled every 0.1 s. Memory is flat when the
+10x/1x ratio stays near 1 while the data grows tenfold.
+
+    python -m bench.memory [--images 1000] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from bench.common import ROOT, alternate, record
+
+CHILD = """
+import json, sys, time
+import ray
+from cnnjobs.data.pipeline import build_datasets
+from cnnjobs.data.shards import prepare
+from cnnjobs.spec import DataSpec
+root, cache = sys.argv[1], sys.argv[2]
+spec = DataSpec.model_validate({"source": {"type": "image_folder", "path": root}, "image_size": 150,
+                                "channels": 3, "cache_dir": cache})
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+ray.data.DataContext.get_current().enable_progress_bars = False
+started = time.perf_counter()
+manifest, _ = prepare(spec)
+prepared = time.perf_counter() - started
+count = 0
+for batch in build_datasets(manifest)["train"].iter_torch_batches(batch_size=64):
+    count += len(batch["image"])
+total = time.perf_counter() - started
+written = sum(manifest.num_rows(split) for split in manifest.files)
+print(json.dumps({"images": count, "written": written, "prepare_s": prepared, "total_s": total}))
+"""
+
+
+def tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def run_once(root: Path, work: Path, results: dict[str, list[dict]], label: str) -> float:
+    cache = tempfile.mkdtemp(dir=work)  # a cold cache: prepare writes the shards every time
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), cache], cwd=ROOT, stdout=subprocess.PIPE,
+                             text=True)
+    peak, watcher = [0], psutil.Process(child.pid)
+
+    def sample() -> None:
+        while child.poll() is None:
+            peak[0] = max(peak[0], tree_rss(watcher))
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    out, _ = child.communicate()
+    thread.join()
+    measured = json.loads(out.strip().splitlines()[-1])
+    measured["peak_rss_mib"] = peak[0] / 2**20
+    results[label].append(measured)
+    return measured["peak_rss_mib"]
+
+
+def main() -> None:
+    from cnnjobs.data.synth import synth
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cnnjobs-bench-"))
+    # synth("catsdogs") keeps 2/3 in train/: ask for 1.5x so the train split has `images` images.
+    roots = {"1x": synth("catsdogs", work / "small", n=int(args.images * 1.5)),
+             "10x": synth("catsdogs", work / "large", n=int(args.images * 15))}
+    results: dict[str, list[dict]] = {"1x": [], "10x": []}
+    peaks = alternate({label: (lambda label=label: run_once(roots[label], work, results, label))
+                       for label in roots}, args.rounds)
+    lines = ["| size | train images | peak RSS (MiB) | shard writing (img/s) | prepare + one epoch (img/s) |",
+             "|---|---|---|---|---|"]
+    for label, runs in results.items():
+        lines.append(f"| {label} | {runs[0]['images']} | {statistics.median(peaks[label]):.0f} | "
+                     f"{statistics.median(r['written'] / r['prepare_s'] for r in runs):.0f} | "
+                     f"{statistics.median(r['images'] / r['total_s'] for r in runs):.0f} |")
+    ratio = statistics.median(peaks["10x"]) / statistics.median(peaks["1x"])
+    lines.append(f"| **10x / 1x peak RSS** | | **{ratio:.2f}** (target <= 1.2) | | |")
+    record("4. Memory and throughput at 1x and 10x the images", "\n".join(lines),
+           "150x150 RGB JPEG cats/dogs stand-in (`cnnjobs data synth catsdogs`); each run writes the shards into a "
+           "cold cache, then streams one epoch of the train split (read, decode, batch) to the driver.")
+
+
+if __name__ == "__main__":
+    main()
