@@ -119,14 +119,18 @@ def test_interrupted_search_resumes_then_best_job_submits(ray_cluster, write_job
     from cnnjobs.train.runner import submit
     from cnnjobs.tune import search
 
-    job_file = tune_job(write_job, **{"train.optimizer": "sgd", "train.momentum": 0.9})
+    # One trial at a time, in grid order: the good learning rate sets ASHA's bar (at epoch 2, when it is clearly
+    # above chance) before the others reach it, so whether they are stopped does not depend on which concurrent
+    # trial happens to report first. The search is interrupted after two trials, the second one stopped early.
+    job_file = tune_job(write_job, {"space": SPACE, "grace_period": 2, "reduction_factor": 2,
+                                    "max_concurrent_trials": 1}, **{"train.optimizer": "sgd", "train.momentum": 0.9})
     env = cli_env(RAY_ADDRESS=ray_cluster["gcs"], RAY_AUTH_MODE="token")
     search_cli = subprocess.Popen([sys.executable, "-m", "cnnjobs.cli", "tune", str(job_file), "--json"],
                                   cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = tmp_path / "runs" / "digits_lenet"
     finished: list[dict[str, str]] = []
     deadline = time.time() + 300
-    while not finished and time.time() < deadline and search_cli.poll() is None:
+    while len(finished) < 2 and time.time() < deadline and search_cli.poll() is None:
         time.sleep(0.5)
         for results in runs.glob("*/tune_results.csv"):
             finished = [r for r in read_csv(results) if r["status"] in ("done", "stopped")]

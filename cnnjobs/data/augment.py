@@ -32,16 +32,14 @@ def make_augment(spec: AugmentSpec) -> Callable[[torch.Tensor, torch.Generator],
     geometric = any([spec.rotation, spec.shift, spec.shear, spec.zoom, spec.affine, spec.random_resized_crop])
 
     def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        x = images.float()
-        if geometric:
-            x = _warp(x, _matrices(spec, x.shape, gen), spec.fill)
-        else:
-            x = _flips(x, spec.hflip, spec.vflip, gen)
+        # Flips are exact on uint8; only resampling and colour changes need floats (4x the bytes to move).
+        x = _warp(images.float(), _matrices(spec, images.shape, gen), spec.fill) if geometric else \
+            _flips(images, spec.hflip, spec.vflip, gen)
         if jitter is not None:
-            x = _jitter(x, jitter, gen)
+            x = _jitter(x.float(), jitter, gen)
         if spec.random_erasing is not None:
-            x = _erase(x, spec.random_erasing.p, spec.random_erasing.scale, gen)
-        return x.round_().clamp_(0, 255).to(torch.uint8)
+            x = _erase(x.float(), spec.random_erasing.p, spec.random_erasing.scale, gen)
+        return x if x.dtype == torch.uint8 else x.round_().clamp_(0, 255).to(torch.uint8)
 
     return augment
 
