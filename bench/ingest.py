@@ -49,7 +49,9 @@ def dataloader_rate(folder: Path, size: int, channels: int, mean: list[float], s
     if channels == 1:
         pipeline.insert(0, transforms.Grayscale())
     loader = DataLoader(datasets.ImageFolder(str(folder), transforms.Compose(pipeline)), batch_size=BATCH,
-                        shuffle=True, num_workers=PROCESSES)
+                        shuffle=True, num_workers=PROCESSES,
+                        # fork() would copy this process's Ray gRPC threads into the workers and wedge its GCS client
+                        multiprocessing_context="forkserver")
     started, count = time.perf_counter(), 0
     for images, _ in loader:
         count += len(images)
