@@ -19,8 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
 from bench.common import ROOT, alternate, record
 
 CHILD = """
@@ -46,12 +44,26 @@ print(json.dumps({"images": count, "written": written, "prepare_s": prepared, "t
 """
 
 
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
+def tree_rss(root: int) -> int:
+    """Resident bytes of process `root` and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            total += member.memory_info().rss
-        except psutil.Error:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    members, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in members]
+        members.update(children)
+        frontier = children
+    total = 0
+    for pid in members:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+        except (OSError, StopIteration):
             continue
     return total
 
@@ -60,11 +72,11 @@ def run_once(root: Path, work: Path, results: dict[str, list[dict]], label: str)
     cache = tempfile.mkdtemp(dir=work)  # a cold cache: prepare writes the shards every time
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(root), cache], cwd=ROOT, stdout=subprocess.PIPE,
                              text=True)
-    peak, watcher = [0], psutil.Process(child.pid)
+    peak = [0]
 
     def sample() -> None:
         while child.poll() is None:
-            peak[0] = max(peak[0], tree_rss(watcher))
+            peak[0] = max(peak[0], tree_rss(child.pid))
             time.sleep(0.1)
 
     thread = threading.Thread(target=sample, daemon=True)
