@@ -27,15 +27,15 @@ class Run:
     @property
     def metrics(self) -> list[dict[str, str]]:
         """Rows of `metrics.csv` (strings, as written); empty before the first epoch ends."""
-        location = storage.join(self.path, METRICS)
-        if not storage.exists(location):
-            return []
-        return list(csv.DictReader(io.StringIO(storage.read_text(location))))
+        return self._csv_rows(METRICS)
 
     @property
     def trials(self) -> list[dict[str, str]]:
         """Rows of a search's `tune_results.csv` (best first); empty for training runs."""
-        location = storage.join(self.path, TUNE_RESULTS)
+        return self._csv_rows(TUNE_RESULTS)
+
+    def _csv_rows(self, name: str) -> list[dict[str, str]]:
+        location = storage.join(self.path, name)
         if not storage.exists(location):
             return []
         return list(csv.DictReader(io.StringIO(storage.read_text(location))))
