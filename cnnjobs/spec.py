@@ -434,6 +434,8 @@ class TuneSpec(_Section):
     space: dict[str, Dimension] = Field(min_length=1, description="Dotted job key -> values to search, e.g. "
                                         "`train.lr: {loguniform: [1.0e-4, 1.0e-1]}`.")
     num_samples: int = Field(1, ge=1, description="Trials sampled from the space (each repeats every `grid`).")
+    seed: int | None = Field(None, description="Seed of the sampling: the same seed samples the same trials; "
+                             "`train.seed` by default.")
     scheduler: Literal["asha", "none"] = Field("asha", description="`asha` stops poor trials early; `none` runs "
                                                 "every trial for `train.epochs`.")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")

@@ -29,15 +29,16 @@ import yaml
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from cnnjobs import storage
-from cnnjobs.data.pipeline import build_datasets
 from cnnjobs.data.shards import Manifest, prepare
 from cnnjobs.errors import JobError, TrainingFailed
 from cnnjobs.results.rundir import JOB, RunDir, utc_now
 from cnnjobs.results.runs import TUNE_RESULTS, find_run
 from cnnjobs.spec import Dimension, JobSpec, TuneSpec, apply_values, validate_job
-from cnnjobs.train.runner import IN_MEMORY_SHARE, build_trainer, check_monitor, keep_best_model, resolve_use_gpu
+from cnnjobs.train.runner import (IN_MEMORY_SHARE, build_trainer, check_monitor, keep_best_model, resolve_use_gpu,
+                                  training_datasets)
 from cnnjobs.train.session import ray_session
 
 BEST_JOB = "best_job.yaml"
@@ -67,6 +68,16 @@ def _domain(dimension: Dimension) -> Any:
     if dimension.loguniform is not None:
         return tune.loguniform(*dimension.loguniform)
     return tune.randint(*dimension.randint)
+
+
+def sampler(job: JobSpec, max_concurrent: int = 0) -> BasicVariantGenerator:
+    """Tune's grid/random sampler, seeded by `tune.seed` (else `train.seed`): a job samples the same trials.
+
+    It also holds the concurrency limit: Tune ignores `TuneConfig.max_concurrent_trials` when it is given a
+    sampler of this kind (0 = no limit).
+    """
+    seed = job.tune.seed if job.tune.seed is not None else job.train.seed
+    return BasicVariantGenerator(max_concurrent=max_concurrent, random_state=seed)
 
 
 def num_trials(spec: TuneSpec) -> int:
@@ -188,6 +199,7 @@ class _Tracker(tune.Callback):
         self.keys = list(job.tune.space)
         self.rows: dict[str, TrialRow] = {}
         self.statuses: dict[str, str] = {}  # Tune's trial statuses at the end of its last step
+        self.most_running = 0  # the most trials running at once, as the summary reports it
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (with this callback) into the experiment state; a restore installs a new one.
@@ -202,6 +214,7 @@ class _Tracker(tune.Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         # Kept from the last step: after an interruption Tune's cleanup marks every trial terminated.
         self.statuses = {trial.trial_id: trial.status for trial in trials}
+        self.most_running = max(self.most_running, sum(trial.status == "RUNNING" for trial in trials))
         for trial in trials:
             row = self.row(trial)
             if row.status in ("pending", "running"):
@@ -306,6 +319,7 @@ def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallb
             unfinished = any(status not in ("TERMINATED", "ERROR") for status in tracker.statuses.values())
             interrupted = unfinished and not out_of_time
             rows = _rows_from_grid(grid, job, tracker.ranked())
+            summary["most_running"] = max(tracker.most_running, summary.get("most_running", 0))
             for row in rows:  # a trial cut short by the interruption is not finished, whatever Tune recorded
                 status = tracker.statuses.get(row.trial) if interrupted else None
                 if status in ("RUNNING", "PENDING", "PAUSED"):
@@ -369,7 +383,7 @@ def _tuner(job: JobSpec, manifest: Manifest, run: RunDir, plan: Concurrency, tra
     """A new Tuner for `job`, or the interrupted one restored from the run folder."""
     store = ray.cluster_resources().get("object_store_memory", 0)
     # Built and (when small) materialized once here: every trial reads the same blocks from the object store.
-    datasets = build_datasets(manifest, in_memory_bytes=int(IN_MEMORY_SHARE * store))
+    datasets = training_datasets(job, manifest, int(IN_MEMORY_SHARE * store))
     fs, root = storage.resolve(run.location)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, raw=job.model_dump(mode="json"), manifest=manifest, datasets=datasets,
@@ -392,7 +406,7 @@ def _tuner(job: JobSpec, manifest: Manifest, run: RunDir, plan: Concurrency, tra
         trainable,
         param_space=search_space(job.tune),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, num_samples=job.tune.num_samples,
-                                    max_concurrent_trials=plan.trials, time_budget_s=job.tune.time_budget_s),
+                                    search_alg=sampler(job, plan.trials), time_budget_s=job.tune.time_budget_s),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=run.location if filesystem else root,
                                   storage_filesystem=filesystem, callbacks=[tracker], verbose=0),
     )

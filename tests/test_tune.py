@@ -18,7 +18,7 @@ from rich.console import Console
 from cnnjobs.errors import JobError
 from cnnjobs.spec import load_job
 from cnnjobs.results.render import trials_table
-from cnnjobs.tune import TrialRow, num_trials, plan_concurrency, rank_rows, results_csv, search_space
+from cnnjobs.tune import TrialRow, num_trials, plan_concurrency, rank_rows, results_csv, sampler, search_space
 from tests.conftest import REPO, cli_env
 from tests.test_cli import cnnjobs
 
@@ -72,6 +72,28 @@ def test_space_becomes_tune_samplers_and_metric_defaults_to_monitor(write_job):
     assert job.tune_metric == ("val/acc", "max")
     loss = load_job(tune_job(write_job, {"space": SPACE, "metric": "val/loss"}))
     assert loss.tune_metric == ("val/loss", "min")
+
+
+def sampled(job) -> list[dict]:
+    """The trials' values in the order Tune would start them."""
+    alg = sampler(job)
+    alg.add_configurations({"s": {"run": lambda config: None, "config": search_space(job.tune),
+                                  "num_samples": job.tune.num_samples}})
+    configs = []
+    while (trial := alg.next_trial()) is not None:
+        configs.append(trial.config)
+    return configs
+
+
+def test_sampling_is_seeded_so_a_job_samples_the_same_trials(write_job):
+    space = {"model.arch": {"grid": ["lenet5", "bn_cnn"]}, "train.lr": {"loguniform": [1.0e-4, 1.0e-2]}}
+    job = load_job(tune_job(write_job, {"space": space, "num_samples": 2}))
+    first = sampled(job)
+    assert len(first) == 4 and sorted(c["model.arch"] for c in first) == ["bn_cnn", "bn_cnn", "lenet5", "lenet5"]
+    assert len({c["train.lr"] for c in first}) == 4 and all(1e-4 <= c["train.lr"] <= 1e-2 for c in first)
+    assert sampled(load_job(tune_job(write_job, {"space": space, "num_samples": 2}))) == first
+    reseeded = sampled(load_job(tune_job(write_job, {"space": space, "num_samples": 2, "seed": 7})))
+    assert [c["train.lr"] for c in reseeded] != [c["train.lr"] for c in first]
 
 
 def test_concurrency_leaves_a_cpu_for_data_per_trial_and_says_why(write_job):
@@ -149,6 +171,7 @@ def test_interrupted_search_resumes_then_best_job_submits(ray_cluster, write_job
     result = search(job, resume=str(run))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "succeeded" and summary["run_id"] == interrupted["run_id"]
+    assert summary["concurrency"] == summary["most_running"] == 1  # max_concurrent_trials held, in both sessions
     rows = read_csv(run / "tune_results.csv")
     assert len(rows) == 3 and {r["status"] for r in rows} <= {"done", "stopped"}
     for trial, (epochs, saved) in before.items():  # finished trials were not run again
