@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
 import ray.data
 import torch
 
@@ -17,16 +18,26 @@ from cnnjobs.data.augment import EpochCounter, augment_batch, make_augment
 from cnnjobs.data.shards import Manifest
 from cnnjobs.spec import AugmentSpec
 
+BLOCK_BYTES = 16 * 2**20  # decoded pixels per Ray Data block and per decode batch
+STREAM_STORE_BYTES = 16 * BLOCK_BYTES  # object store memory one streaming pass may hold
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-def decode_images(batch: dict[str, np.ndarray], shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
-    """Raw HWC bytes per row -> one uint8 array of shape (N, C, H, W); labels pass through."""
+def decode_images(batch: pa.Table, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """Raw HWC bytes per row -> one uint8 array of shape (N, C, H, W); the label columns pass through.
+
+    The pixels are read in place from the Arrow column's data buffer (every value has the same length), so the
+    only copy is the HWC -> CHW transpose.
+    """
     h, w, c = shape
-    raw = np.frombuffer(b"".join(batch.pop("image")), dtype=np.uint8)
-    batch["image"] = np.ascontiguousarray(raw.reshape(-1, h, w, c).transpose(0, 3, 1, 2))
-    return batch
+    column = batch.column("image").combine_chunks()  # a copy only when the batch spans several chunks
+    width = np.int64 if pa.types.is_large_binary(column.type) else np.int32
+    offsets = np.frombuffer(column.buffers()[1], dtype=width)[column.offset:column.offset + len(column) + 1]
+    raw = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    out = {name: batch.column(name).to_numpy() for name in batch.column_names if name != "image"}
+    out["image"] = np.ascontiguousarray(raw.reshape(len(column), h, w, c).transpose(0, 3, 1, 2))
+    return out
 
 
 def split_dataset(manifest: Manifest, split: str) -> ray.data.Dataset:
@@ -34,8 +45,26 @@ def split_dataset(manifest: Manifest, split: str) -> ray.data.Dataset:
     fs, _ = storage.resolve(manifest.location)
     paths = [storage.resolve(path)[1] for path in manifest.paths(split)]
     columns = ["image", *(f"label_{task}" for task in manifest.tasks)]
-    dataset = ray.data.read_parquet(paths, filesystem=fs, columns=columns)
-    return dataset.map_batches(decode_images, fn_kwargs={"shape": manifest.image_shape}, batch_format="numpy")
+    image_bytes = int(np.prod(manifest.image_shape))
+    context = ray.data.DataContext.get_current()
+    defaults = context.target_max_block_size, context.execution_options.resource_limits
+    # Blocks of ~BLOCK_BYTES instead of Ray's default 128 MiB: a read task otherwise holds several shard files
+    # and their decoded copies at once (1.2 GiB per task at 150 px). And at most STREAM_STORE_BYTES in flight:
+    # by default Ray Data buffers up to half the object store, so memory grew with the dataset (BENCHMARKS.md,
+    # row 4). The dataset keeps the context it was created with.
+    context.target_max_block_size = BLOCK_BYTES
+    context.execution_options.resource_limits = stream_limits()
+    try:
+        dataset = ray.data.read_parquet(paths, filesystem=fs, columns=columns, override_num_blocks=len(paths))
+        return dataset.map_batches(decode_images, fn_kwargs={"shape": manifest.image_shape}, batch_format="pyarrow",
+                                   batch_size=max(1, BLOCK_BYTES // image_bytes))
+    finally:
+        context.target_max_block_size, context.execution_options.resource_limits = defaults
+
+
+def stream_limits() -> ray.data.ExecutionResources:
+    """Ray Data's resource limits for streaming a split: object store use capped at `STREAM_STORE_BYTES`."""
+    return ray.data.ExecutionResources.for_limits(object_store_memory=STREAM_STORE_BYTES)
 
 
 def build_datasets(manifest: Manifest, in_memory_bytes: int = 0, augment: AugmentSpec | None = None,
@@ -48,22 +77,31 @@ def build_datasets(manifest: Manifest, in_memory_bytes: int = 0, augment: Augmen
     split only, after materialization, so that it is redrawn every epoch.
     """
     datasets = {}
-    image_bytes = int(np.prod(manifest.image_shape))
+    in_memory = in_memory_splits(manifest, in_memory_bytes)
     for split in manifest.files:
         if not manifest.num_rows(split):
             continue
         dataset = split_dataset(manifest, split)
-        size = manifest.num_rows(split) * image_bytes
-        if size <= in_memory_bytes:
+        if split in in_memory:
             # Materialized blocks keep the shard order, or a run with several shard files could not repeat itself.
             ray.data.DataContext.get_current().execution_options.preserve_order = True
             dataset = dataset.materialize()
-            in_memory_bytes -= size
         if split == "train" and augment is not None:
             dataset = dataset.map_batches(augment_batch, batch_format="numpy", fn_kwargs={
                 "augment": make_augment(augment), "seed": seed, "counter": EpochCounter.remote()})
         datasets[split] = dataset
     return datasets
+
+
+def in_memory_splits(manifest: Manifest, in_memory_bytes: int) -> set[str]:
+    """The splits `build_datasets` materializes: in manifest order, while their decoded pixels fit together."""
+    chosen, image_bytes = set(), int(np.prod(manifest.image_shape))
+    for split in manifest.files:
+        size = manifest.num_rows(split) * image_bytes
+        if manifest.num_rows(split) and size <= in_memory_bytes:
+            chosen.add(split)
+            in_memory_bytes -= size
+    return chosen
 
 
 def normalization(kind: Literal["dataset", "imagenet", "none"], manifest: Manifest) -> tuple[list[float], list[float]]:

@@ -28,6 +28,7 @@ from cnnjobs.data.shards import Manifest
 from cnnjobs.models import build_model
 from cnnjobs.models.heads import task_loss
 from cnnjobs.spec import JobSpec
+from cnnjobs.train.cache import SplitCache
 from cnnjobs.train.metrics import Tally
 from cnnjobs.train.schedules import LrSchedule, early_stopping, is_better, make_optimizer
 
@@ -100,11 +101,15 @@ def train_loop(config: dict[str, Any]) -> None:
         plain.freeze_backbone(False)
     model = wrap(plain)
 
+    kept = set(config.get("keep_splits", ()))
+    caches = {name: SplitCache(keep=name in kept) for name in manifest.files}
+
     def batches(name: str, shuffle_seed: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         shard = train_shard if name == "train" else ray.train.get_dataset_shard(name)
         buffer = max(16 * batch_size, 1024) if shuffle_seed is not None else None
-        yield from shard.iter_torch_batches(batch_size=batch_size, device=device,
-                                            local_shuffle_buffer_size=buffer, local_shuffle_seed=shuffle_seed)
+        stream = lambda: shard.iter_torch_batches(batch_size=batch_size, device=device,  # noqa: E731
+                                                  local_shuffle_buffer_size=buffer, local_shuffle_seed=shuffle_seed)
+        yield from caches[name].batches(stream, batch_size, device, shuffle_seed)
 
     def forward(batch: dict[str, torch.Tensor], net: nn.Module, tally: Tally) -> torch.Tensor:
         images = to_model_input(batch["image"], mean, std).contiguous(memory_format=memory_format)

@@ -21,7 +21,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from cnnjobs import storage
-from cnnjobs.data.pipeline import build_datasets
+from cnnjobs.data.pipeline import build_datasets, in_memory_splits, stream_limits
 from cnnjobs.data.shards import SKIPPED, Manifest, prepare, skipped_csv
 from cnnjobs.errors import JobError, TrainingFailed
 from cnnjobs.results.plots import save_plots
@@ -90,10 +90,13 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, 
     use_gpu = resolve_use_gpu(job)
     resources = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     fs, _ = storage.resolve(run.location)
-    store = ray.cluster_resources().get("object_store_memory", 0)
+    in_memory_bytes = int(IN_MEMORY_SHARE * ray.cluster_resources().get("object_store_memory", 0))
+    # Materialized splits are also kept on the workers after their first pass (train/cache.py); an augmented
+    # train split is not, since it is redrawn every epoch.
+    kept = in_memory_splits(manifest, in_memory_bytes) - ({"train"} if job.data.augment is not None else set())
     return TorchTrainer(
         train_loop,
-        train_loop_config={"job": job, "manifest": manifest, "progress": progress},
+        train_loop_config={"job": job, "manifest": manifest, "progress": progress, "keep_splits": sorted(kept)},
         scaling_config=ray.train.ScalingConfig(num_workers=job.scaling.num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -106,16 +109,21 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, 
             failure_config=ray.train.FailureConfig(max_failures=0),
             callbacks=list(callbacks),
         ),
-        datasets=datasets or build_datasets(manifest, in_memory_bytes=int(IN_MEMORY_SHARE * store),
-                                            augment=job.data.augment, seed=job.data.seed),
+        datasets=datasets or training_datasets(job, manifest, in_memory_bytes),
         # Only the train split is divided among workers; every worker evaluates all of val and test.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ingest_options()),
     )
 
 
+def training_datasets(job: JobSpec, manifest: Manifest, in_memory_bytes: int) -> dict[str, ray.data.Dataset]:
+    """The job's datasets as training reads them: small splits materialized, the train split augmented."""
+    return build_datasets(manifest, in_memory_bytes=in_memory_bytes, augment=job.data.augment, seed=job.data.seed)
+
+
 def _ingest_options() -> ray.data.ExecutionOptions:
     options = ray.train.DataConfig.default_ingest_options()
     options.preserve_order = True  # blocks arrive in the same order every run: same seed, same metrics
+    options.resource_limits = stream_limits()  # memory flat in the dataset's size, as for the driver's reads
     return options
 
 

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -79,8 +80,11 @@ def test_split_is_seeded_and_stratified(tmp_path):
 
 def test_decode_turns_raw_bytes_into_uint8_nchw():
     images = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)
-    batch = {"image": np.array([img.tobytes() for img in images], dtype=object), "label_x": np.array([1, 2])}
+    batch = pa.table({"image": [img.tobytes() for img in images], "label_x": [1, 2]})
     out = decode_images(batch, (3, 4, 3))
     assert out["image"].shape == (2, 3, 3, 4) and out["image"].dtype == np.uint8
     assert np.array_equal(out["image"][1], images[1].transpose(2, 0, 1))
     assert out["label_x"].tolist() == [1, 2]
+    sliced = decode_images(pa.concat_tables([batch, batch]).slice(1, 2), (3, 4, 3))  # offsets into the buffer
+    assert np.array_equal(sliced["image"][0], images[1].transpose(2, 0, 1))
+    assert np.array_equal(sliced["image"][1], images[0].transpose(2, 0, 1))

@@ -34,8 +34,9 @@ def digits(tmp_path: Path, cache_dir: str, *overrides: str):
 def evaluate_saved_model(result, job, split: str = "test") -> float:
     """Accuracy of the run's best_model.pt on a split, computed here with plain torch from the shards."""
     manifest = Manifest.load(result.summary["data"]["shards"])
-    table = pq.read_table(manifest.paths(split)).to_pydict()
-    images = torch.from_numpy(decode_images({"image": table["image"]}, manifest.image_shape)["image"].copy())
+    table = pq.read_table(manifest.paths(split))
+    images = torch.from_numpy(decode_images(table, manifest.image_shape)["image"])
+    table = table.to_pydict()
     model = build_model(job.model, {t: len(c) for t, c in manifest.tasks.items()}, manifest.image_shape[:2],
                         manifest.image_shape[2], init_weights=False)
     model.load_state_dict(torch.load(Path(result.run_dir) / "best_model.pt"))
