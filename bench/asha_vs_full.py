@@ -6,7 +6,10 @@ uses another `tune.seed` (another draw of learning rates), sides alternating ASH
 Measured per round: epochs spent, wall time, and the best validation accuracy each side finds.
 Target: ASHA spends <= 30% of the epochs and its best is within 1 point of the full search's.
 
-    python -m bench.asha_vs_full [--rounds 3] [--cpus 4]     (or: python bench/asha_vs_full.py)
+    python -m bench.asha_vs_full [--rounds 3] [--cpus 4] [--keep DIR]     (or: python bench/asha_vs_full.py)
+
+With `--keep DIR` the searches' run folders stay in DIR: `python -m bench.asha_replay DIR/bench_asha_none/RUN`
+then replays ASHA with other settings on the full search's curves.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each with its own tune.seed (0, 1, ...)")
     parser.add_argument("--cpus", type=int, default=max(4, os.cpu_count() or 1),
                         help="logical CPUs of the local Ray instance (2 trials at a time with 4)")
+    parser.add_argument("--keep", help="keep the searches' run folders here (default: a temporary folder)")
     args = parser.parse_args()
 
     import ray
@@ -70,7 +74,8 @@ def main() -> None:
     ray.init(num_cpus=args.cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     rounds = []
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.keep or scratch
         for seed in range(args.rounds):
             rounds.append((seed, run_side(out, "asha", seed), run_side(out, "none", seed)))
     ray.shutdown()

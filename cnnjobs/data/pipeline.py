@@ -47,19 +47,21 @@ def split_dataset(manifest: Manifest, split: str) -> ray.data.Dataset:
     columns = ["image", *(f"label_{task}" for task in manifest.tasks)]
     image_bytes = int(np.prod(manifest.image_shape))
     context = ray.data.DataContext.get_current()
-    defaults = context.target_max_block_size, context.execution_options.resource_limits
+    options = context.execution_options
+    defaults = context.target_max_block_size, options.resource_limits, options.preserve_order
     # Blocks of ~BLOCK_BYTES instead of Ray's default 128 MiB: a read task otherwise holds several shard files
     # and their decoded copies at once (1.2 GiB per task at 150 px). And at most STREAM_STORE_BYTES in flight:
     # by default Ray Data buffers up to half the object store, so memory grew with the dataset (BENCHMARKS.md,
-    # row 4). The dataset keeps the context it was created with.
+    # row 4). Blocks keep the shard order, or a run with several shard files could not repeat itself. The dataset
+    # keeps the context it was created with (a copy: setting it afterwards has no effect on this dataset).
     context.target_max_block_size = BLOCK_BYTES
-    context.execution_options.resource_limits = stream_limits()
+    options.resource_limits, options.preserve_order = stream_limits(), True
     try:
         dataset = ray.data.read_parquet(paths, filesystem=fs, columns=columns, override_num_blocks=len(paths))
         return dataset.map_batches(decode_images, fn_kwargs={"shape": manifest.image_shape}, batch_format="pyarrow",
                                    batch_size=max(1, BLOCK_BYTES // image_bytes))
     finally:
-        context.target_max_block_size, context.execution_options.resource_limits = defaults
+        context.target_max_block_size, options.resource_limits, options.preserve_order = defaults
 
 
 def stream_limits() -> ray.data.ExecutionResources:
@@ -83,8 +85,6 @@ def build_datasets(manifest: Manifest, in_memory_bytes: int = 0, augment: Augmen
             continue
         dataset = split_dataset(manifest, split)
         if split in in_memory:
-            # Materialized blocks keep the shard order, or a run with several shard files could not repeat itself.
-            ray.data.DataContext.get_current().execution_options.preserve_order = True
             dataset = dataset.materialize()
         if split == "train" and augment is not None:
             dataset = dataset.map_batches(augment_batch, batch_format="numpy", fn_kwargs={

@@ -91,9 +91,11 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, 
     resources = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     fs, _ = storage.resolve(run.location)
     in_memory_bytes = int(IN_MEMORY_SHARE * ray.cluster_resources().get("object_store_memory", 0))
-    # Materialized splits are also kept on the workers after their first pass (train/cache.py); an augmented
-    # train split is not, since it is redrawn every epoch.
-    kept = in_memory_splits(manifest, in_memory_bytes) - ({"train"} if job.data.augment is not None else set())
+    # Materialized train and val splits are also kept on the workers after their first pass (train/cache.py);
+    # not an augmented train split, which is redrawn every epoch, nor test, which is read once.
+    kept = in_memory_splits(manifest, in_memory_bytes) & {"train", "val"}
+    if job.data.augment is not None:
+        kept.discard("train")
     return TorchTrainer(
         train_loop,
         train_loop_config={"job": job, "manifest": manifest, "progress": progress, "keep_splits": sorted(kept)},

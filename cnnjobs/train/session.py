@@ -17,7 +17,6 @@ import ray._private.worker as ray_worker  # private: the hook for raylet message
 import ray.data
 
 _LOGGERS = ("ray", "cnnjobs", "py.warnings")
-PRELOAD_MODULES = "torch,cnnjobs.train.loop"  # imported by the local instance's worker processes as they start
 
 
 def local_cpus(workers: int, cpus_per_worker: float) -> int:
@@ -88,10 +87,6 @@ def ray_session(logs_dir: str, address: str | None = None, workers: int = 1,
             if target:
                 ray.init(address=target, **common)
             else:
-                # Ray starts idle worker processes with the instance; let them import torch and the training
-                # loop while the driver prepares the data, so the trainer's workers start warm (BENCHMARKS.md
-                # row 3). Ray's own (experimental) variable; set it empty to turn this off.
-                os.environ.setdefault("RAY_preload_python_modules", PRELOAD_MODULES)
                 ray.init(address="local", num_cpus=local_cpus(workers, cpus_per_worker), include_dashboard=True,
                          dashboard_host="127.0.0.1", **common)
                 started = True
