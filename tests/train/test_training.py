@@ -50,7 +50,9 @@ def test_fashion_multi_learns_all_three_heads(ray_cluster, tmp_path, cache_dir):
     styles = synth("fashion", tmp_path / "fashion", n=600)
     job = load_job("jobs/fashion_multi.yaml", [
         f"data.source.path={styles}", f"data.cache_dir={cache_dir}", f"output.dir={tmp_path}",
-        "scaling.use_gpu=false", "train.epochs=8", "train.validate_every=1", "train.checkpoint_every=4",
+        # 12 epochs: MobileNetV2 from scratch on 464 images; at 8 articleType sat at 0.32-0.48 depending on the
+        # shuffle order alone (val is 116 images), around the 2.5x-chance bar (0.42). Runs are seeded: same result.
+        "scaling.use_gpu=false", "train.epochs=12", "train.validate_every=1", "train.checkpoint_every=4",
         "train.batch_size=32", "data.augment=null"])
     result = submit(job)
     tasks = result.summary["data"]["tasks"]
