@@ -80,13 +80,15 @@ def main() -> None:
             rounds.append((seed, run_side(out, "asha", seed), run_side(out, "none", seed)))
     ray.shutdown()
 
+    count = trials(JOB)
     shares = [asha["epochs"] / full["epochs"] for _, asha, full in rounds]
     gaps = [100 * (full["best"] - asha["best"]) for _, asha, full in rounds]
-    lines = ["| round (tune.seed) | side | trials | epochs spent | stopped early | best val/acc | best config | wall s |",
+    lines = ["| round (tune.seed) | side | trials | epochs spent | stopped early | best val/acc | best config | "
+             "wall s |",
              "|---|---|---|---|---|---|---|---|"]
     for seed, asha, full in rounds:
         for name, side in (("ASHA", asha), ("every config to the end", full)):
-            lines.append(f"| {seed} | {name} | {trials(JOB)} | {side['epochs']} | {side['stopped']} | "
+            lines.append(f"| {seed} | {name} | {count} | {side['epochs']} | {side['stopped']} | "
                          f"{side['best']:.4f} | {config(side['values'])} | {side['wall']:.0f} |")
     lines += ["", f"Per round, ASHA's share of the epochs: {', '.join(f'{s:.0%}' for s in shares)}; its best below "
               f"the full search's by: {', '.join(f'{g:.2f}' for g in gaps)} points.", "",
@@ -94,7 +96,7 @@ def main() -> None:
               f"**{statistics.median(gaps):.2f} points** below the full search's (target within 1 point); "
               f"worst round {max(gaps):.2f} points."]
     tune_section = yaml.safe_load(JOB.read_text())["tune"]
-    notes = (f"`jobs/arch_search.yaml` as shipped (bundled digits at 32 px, {trials(JOB)} trials: "
+    notes = (f"`jobs/arch_search.yaml` as shipped (bundled digits at 32 px, {count} trials: "
              f"{', '.join(tune_section['space']['model.arch']['grid'])} x {tune_section['num_samples']} "
              f"learning rates from {tune_section['space']['train.lr']}; ASHA grace_period "
              f"{tune_section['grace_period']}, reduction_factor {tune_section['reduction_factor']}, metric val/acc); "

@@ -37,8 +37,7 @@ from cnnjobs.errors import JobError, TrainingFailed
 from cnnjobs.results.rundir import JOB, RunDir, utc_now
 from cnnjobs.results.runs import TUNE_RESULTS, find_run
 from cnnjobs.spec import Dimension, JobSpec, TuneSpec, apply_values, validate_job
-from cnnjobs.train.runner import (IN_MEMORY_SHARE, build_trainer, check_monitor, keep_best_model, resolve_use_gpu,
-                                  training_datasets)
+from cnnjobs.train.runner import build_trainer, check_monitor, keep_best_model, resolve_use_gpu, training_datasets
 from cnnjobs.train.session import ray_session
 
 BEST_JOB = "best_job.yaml"
@@ -381,9 +380,8 @@ def _reopen(ref: str, job: JobSpec) -> tuple[RunDir, JobSpec, dict[str, Any]]:
 def _tuner(job: JobSpec, manifest: Manifest, run: RunDir, plan: Concurrency, tracker: _Tracker,
            restore: bool) -> tune.Tuner:
     """A new Tuner for `job`, or the interrupted one restored from the run folder."""
-    store = ray.cluster_resources().get("object_store_memory", 0)
     # Built and (when small) materialized once here: every trial reads the same blocks from the object store.
-    datasets = training_datasets(job, manifest, int(IN_MEMORY_SHARE * store))
+    datasets = training_datasets(job, manifest)
     fs, root = storage.resolve(run.location)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, raw=job.model_dump(mode="json"), manifest=manifest, datasets=datasets,

@@ -90,10 +90,9 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, 
     use_gpu = resolve_use_gpu(job)
     resources = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     fs, _ = storage.resolve(run.location)
-    in_memory_bytes = int(IN_MEMORY_SHARE * ray.cluster_resources().get("object_store_memory", 0))
     # Materialized train and val splits are also kept on the workers after their first pass (train/cache.py);
     # not an augmented train split, which is redrawn every epoch, nor test, which is read once.
-    kept = in_memory_splits(manifest, in_memory_bytes) & {"train", "val"}
+    kept = in_memory_splits(manifest, in_memory_budget()) & {"train", "val"}
     if job.data.augment is not None:
         kept.discard("train")
     return TorchTrainer(
@@ -111,15 +110,21 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, 
             failure_config=ray.train.FailureConfig(max_failures=0),
             callbacks=list(callbacks),
         ),
-        datasets=datasets or training_datasets(job, manifest, in_memory_bytes),
+        datasets=datasets or training_datasets(job, manifest),
         # Only the train split is divided among workers; every worker evaluates all of val and test.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ingest_options()),
     )
 
 
-def training_datasets(job: JobSpec, manifest: Manifest, in_memory_bytes: int) -> dict[str, ray.data.Dataset]:
+def in_memory_budget() -> int:
+    """Bytes of decoded pixels that may be materialized: `IN_MEMORY_SHARE` of the cluster's object store."""
+    return int(IN_MEMORY_SHARE * ray.cluster_resources().get("object_store_memory", 0))
+
+
+def training_datasets(job: JobSpec, manifest: Manifest) -> dict[str, ray.data.Dataset]:
     """The job's datasets as training reads them: small splits materialized, the train split augmented."""
-    return build_datasets(manifest, in_memory_bytes=in_memory_bytes, augment=job.data.augment, seed=job.data.seed)
+    return build_datasets(manifest, in_memory_bytes=in_memory_budget(), augment=job.data.augment,
+                          seed=job.data.seed)
 
 
 def _ingest_options() -> ray.data.ExecutionOptions:
