@@ -194,9 +194,13 @@ def test_interrupted_search_resumes_then_best_job_submits(ray_cluster, write_job
     listed = cnnjobs("runs", "--dir", str(tmp_path / "runs"))
     assert "tune" in listed.stdout and summary["run_id"] in listed.stdout
 
-    # best_job.yaml is the job with the winning values and without `tune:`; it validates and trains.
-    best_job = load_job(run / "best_job.yaml", ["train.epochs=1", f"output.dir={tmp_path / 'best'}"])
+    # best_job.yaml is the job with the winning values and without `tune:`; it validates, and submitting it
+    # trains the winning trial again, epoch for epoch: same best epoch, same validation and test accuracy.
+    best_job = load_job(run / "best_job.yaml", [f"output.dir={tmp_path / 'best'}"])
     assert best_job.tune is None and best_job.train.lr == pytest.approx(float(best["train.lr"]))
     assert "tune" not in yaml.safe_load((run / "best_job.yaml").read_text())
-    assert submit(best_job).summary["status"] == "succeeded"
+    again = submit(best_job).summary
+    assert again["status"] == "succeeded" and best["status"] == "done"
+    assert (again["best_epoch"], again["best_metric"], again["metrics"]["test"]["acc"]) == (
+        int(best["best_epoch"]), float(best["best"]), float(best["test/acc"]))
     assert (run / "best_model.pt").exists()
