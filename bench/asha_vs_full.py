@@ -69,7 +69,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    import yaml
 
     ray.init(num_cpus=args.cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -80,7 +79,11 @@ def main() -> None:
             rounds.append((seed, run_side(out, "asha", seed), run_side(out, "none", seed)))
     ray.shutdown()
 
-    count = trials(JOB)
+    from cnnjobs.spec import load_job
+    from cnnjobs.tune import num_trials
+
+    shipped = load_job(JOB).tune
+    count = num_trials(shipped)
     shares = [asha["epochs"] / full["epochs"] for _, asha, full in rounds]
     gaps = [100 * (full["best"] - asha["best"]) for _, asha, full in rounds]
     lines = ["| round (tune.seed) | side | trials | epochs spent | stopped early | best val/acc | best config | "
@@ -95,21 +98,13 @@ def main() -> None:
               f"Median: ASHA spent **{statistics.median(shares):.0%}** of the epochs (target <= 30%); its best is "
               f"**{statistics.median(gaps):.2f} points** below the full search's (target within 1 point); "
               f"worst round {max(gaps):.2f} points."]
-    tune_section = yaml.safe_load(JOB.read_text())["tune"]
     notes = (f"`jobs/arch_search.yaml` as shipped (bundled digits at 32 px, {count} trials: "
-             f"{', '.join(tune_section['space']['model.arch']['grid'])} x {tune_section['num_samples']} "
-             f"learning rates from {tune_section['space']['train.lr']}; ASHA grace_period "
-             f"{tune_section['grace_period']}, reduction_factor {tune_section['reduction_factor']}, metric val/acc); "
+             f"{', '.join(shipped.space['model.arch'].grid)} x {shipped.num_samples} learning rates, loguniform in "
+             f"{list(shipped.space['train.lr'].loguniform)}; ASHA grace_period "
+             f"{shipped.grace_period}, reduction_factor {shipped.reduction_factor:g}, metric val/acc); "
              f"{rounds[0][1]['concurrency']} trials at a time on {args.cpus} logical CPUs. Wall time includes "
              "~20 s of TorchTrainer start-up per trial, which early stopping does not save.")
     record("5. ASHA vs running every configuration to the end", "\n".join(lines), notes)
-
-
-def trials(path: Path) -> int:
-    from cnnjobs.spec import load_job
-    from cnnjobs.tune import num_trials
-
-    return num_trials(load_job(path).tune)
 
 
 if __name__ == "__main__":

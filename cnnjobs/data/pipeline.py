@@ -79,29 +79,20 @@ def build_datasets(manifest: Manifest, in_memory_bytes: int = 0, augment: Augmen
     split only, after materialization, so that it is redrawn every epoch.
     """
     datasets = {}
-    in_memory = in_memory_splits(manifest, in_memory_bytes)
+    image_bytes = int(np.prod(manifest.image_shape))
     for split in manifest.files:
         if not manifest.num_rows(split):
             continue
         dataset = split_dataset(manifest, split)
-        if split in in_memory:
+        size = manifest.num_rows(split) * image_bytes
+        if size <= in_memory_bytes:
             dataset = dataset.materialize()
+            in_memory_bytes -= size
         if split == "train" and augment is not None:
             dataset = dataset.map_batches(augment_batch, batch_format="numpy", fn_kwargs={
                 "augment": make_augment(augment), "seed": seed, "counter": EpochCounter.remote()})
         datasets[split] = dataset
     return datasets
-
-
-def in_memory_splits(manifest: Manifest, in_memory_bytes: int) -> set[str]:
-    """The splits `build_datasets` materializes: in manifest order, while their decoded pixels fit together."""
-    chosen, image_bytes = set(), int(np.prod(manifest.image_shape))
-    for split in manifest.files:
-        size = manifest.num_rows(split) * image_bytes
-        if manifest.num_rows(split) and size <= in_memory_bytes:
-            chosen.add(split)
-            in_memory_bytes -= size
-    return chosen
 
 
 def normalization(kind: Literal["dataset", "imagenet", "none"], manifest: Manifest) -> tuple[list[float], list[float]]:

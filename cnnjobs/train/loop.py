@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import random
 import tempfile
@@ -107,8 +108,8 @@ def train_loop(config: dict[str, Any]) -> None:
     def batches(name: str, shuffle_seed: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         shard = train_shard if name == "train" else ray.train.get_dataset_shard(name)
         buffer = max(16 * batch_size, 1024) if shuffle_seed is not None else None
-        stream = lambda: shard.iter_torch_batches(batch_size=batch_size, device=device,  # noqa: E731
-                                                  local_shuffle_buffer_size=buffer, local_shuffle_seed=shuffle_seed)
+        stream = functools.partial(shard.iter_torch_batches, batch_size=batch_size, device=device,
+                                   local_shuffle_buffer_size=buffer, local_shuffle_seed=shuffle_seed)
         yield from caches[name].batches(stream, batch_size, device, shuffle_seed)
 
     def forward(batch: dict[str, torch.Tensor], net: nn.Module, tally: Tally) -> torch.Tensor:

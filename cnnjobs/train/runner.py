@@ -18,10 +18,11 @@ import pyarrow.fs as pafs
 import ray
 import ray.data
 import ray.train
+from ray.data.dataset import MaterializedDataset
 from ray.train.torch import TorchTrainer
 
 from cnnjobs import storage
-from cnnjobs.data.pipeline import build_datasets, in_memory_splits, stream_limits
+from cnnjobs.data.pipeline import build_datasets, stream_limits
 from cnnjobs.data.shards import SKIPPED, Manifest, prepare, skipped_csv
 from cnnjobs.errors import JobError, TrainingFailed
 from cnnjobs.results.plots import save_plots
@@ -90,14 +91,14 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, 
     use_gpu = resolve_use_gpu(job)
     resources = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     fs, _ = storage.resolve(run.location)
-    # Materialized train and val splits are also kept on the workers after their first pass (train/cache.py);
-    # not an augmented train split, which is redrawn every epoch, nor test, which is read once.
-    kept = in_memory_splits(manifest, in_memory_budget()) & {"train", "val"}
-    if job.data.augment is not None:
-        kept.discard("train")
+    datasets = datasets or training_datasets(job, manifest)
+    # Materialized splits are also kept on the workers after their first pass (train/cache.py), except test, which
+    # is read once. An augmented train split is a map over the materialized one, redrawn every epoch: not kept.
+    kept = sorted(name for name, dataset in datasets.items() if isinstance(dataset, MaterializedDataset)
+                  and name != "test")
     return TorchTrainer(
         train_loop,
-        train_loop_config={"job": job, "manifest": manifest, "progress": progress, "keep_splits": sorted(kept)},
+        train_loop_config={"job": job, "manifest": manifest, "progress": progress, "keep_splits": kept},
         scaling_config=ray.train.ScalingConfig(num_workers=job.scaling.num_workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -110,7 +111,7 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, 
             failure_config=ray.train.FailureConfig(max_failures=0),
             callbacks=list(callbacks),
         ),
-        datasets=datasets or training_datasets(job, manifest),
+        datasets=datasets,
         # Only the train split is divided among workers; every worker evaluates all of val and test.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ingest_options()),
     )
