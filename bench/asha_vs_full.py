@@ -1,6 +1,6 @@
 """Benchmark 5: `jobs/arch_search.yaml` with ASHA against running every sampled configuration to the end.
 
-Both sides run `cnnjobs.tune.search` on one Ray instance over the same trials: the job's seeded sampler draws the
+Both sides run `cnnjobs.tune.tuner` on one Ray instance over the same trials: the job's seeded sampler draws the
 same architectures x learning rates for both; the only difference is `tune.scheduler: asha` vs `none`. Each round
 uses another `tune.seed` (another draw of learning rates), sides alternating ASHA, full, ASHA, full, ...
 Measured per round: epochs spent, wall time, and the best validation accuracy each side finds.

@@ -3,27 +3,25 @@
     import cnnjobs
     job = cnnjobs.load_job("jobs/digits_lenet.yaml", ["train.epochs=5"])
     result = cnnjobs.submit(job)
-    print(result.summary["metrics"]["test"]["acc"])
+    print(result.summary.metrics["test"].acc)
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from cnnjobs.errors import JobError, TrainingFailed
 
 __version__ = "0.1.0"
-__all__ = ["JobError", "TrainingFailed", "load_job", "submit", "__version__"]
+__all__ = ["JobError", "TrainingFailed", "find_run", "list_runs", "load_job", "search", "submit", "__version__"]
+
+# Imported on first use: `cnnjobs --help` and spec errors should not pay for importing Ray and torch.
+_HOMES = {"load_job": "cnnjobs.spec", "submit": "cnnjobs.train.runner", "search": "cnnjobs.tune.tuner",
+          "find_run": "cnnjobs.results.runs", "list_runs": "cnnjobs.results.runs"}
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: `cnnjobs --help` and spec errors should not pay for importing Ray and torch.
-    if name == "load_job":
-        from cnnjobs.spec import load_job
-
-        return load_job
-    if name == "submit":
-        from cnnjobs.train.runner import submit
-
-        return submit
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'cnnjobs' has no attribute {name!r}")

@@ -22,14 +22,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _print_json(payload: dict[str, Any]) -> None:
-    """The machine-readable result: one JSON object on the last line of stdout."""
+def _print_json(payload: Any) -> None:
+    """The machine-readable result: one JSON object on the last line of stdout (a summary, or a dict)."""
+    if hasattr(payload, "model_dump"):
+        payload = payload.model_dump(mode="json")
     sys.stdout.write(json.dumps(payload, default=str) + "\n")
     sys.stdout.flush()
 
 
 def cmd_submit(args: argparse.Namespace, console: Console) -> int:
-    from cnnjobs.results.render import LiveProgress, metrics_table, summary_panel
+    from cnnjobs.results.live import LiveProgress
+    from cnnjobs.results.render import metrics_table, summary_panel
     from cnnjobs.spec import load_job
     from cnnjobs.train.runner import submit
 
@@ -68,9 +71,12 @@ def _submit_to_cluster(args: argparse.Namespace, job: Any, console: Console) -> 
 
 
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
-    from cnnjobs.results.render import LiveTrials, trials_table, tune_panel
+    from cnnjobs.results.live import LiveTrials
+    from cnnjobs.results.render import trials_table, tune_panel
     from cnnjobs.spec import load_job
-    from cnnjobs.tune import num_trials, records, search
+    from cnnjobs.tune.tuner import search
+    from cnnjobs.tune.space import num_trials
+    from cnnjobs.tune.trials import records
 
     job = load_job(args.job, args.set)
     if job.tune is None and not args.resume:
@@ -87,21 +93,22 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
         if args.json:
             _print_json({"status": "failed", "run_dir": exc.run_dir, "error": str(exc)})
         return 1
-    keys = list(result.summary.get("space") or keys)
-    console.print(trials_table(records(result.rows, keys), keys, result.summary["monitor"], result.summary["epochs"]))
+    keys = list(result.summary.space or keys)
+    console.print(trials_table(records(result.rows, keys), keys, result.summary.monitor, result.summary.epochs))
     console.print(tune_panel(result.summary))
     if args.json:
         _print_json(result.summary)
-    return 0 if result.summary["status"] == "succeeded" else 130
+    return 0 if result.summary.status == "succeeded" else 130
 
 
 def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     from cnnjobs.results.render import runs_table
     from cnnjobs.results.runs import list_runs
 
-    runs = list_runs(args.dir)
+    runs = list_runs(args.dir, job=args.job, status=args.status)
     if args.json:
-        _print_json({"runs": [run.summary for run in runs]})
+        _print_json({"runs": [run.summary.model_dump(mode="json") if run.summary else
+                              {"run_dir": run.path, "status": "incomplete", "problem": run.problem} for run in runs]})
     elif runs:
         console.print(runs_table(runs))
     else:
@@ -111,32 +118,33 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
     from cnnjobs.results.render import (confusion_table, epochs_table, metrics_table, per_class_table,
-                                        summary_panel)
+                                        summary_panel, trials_table, tune_panel)
     from cnnjobs.results.runs import find_run
+    from cnnjobs.results.summary import TuneSummary
 
     run = find_run(args.run, args.dir)
-    if run.summary.get("kind") == "tune":
-        from cnnjobs.results.render import trials_table, tune_panel
-
-        keys = list(run.summary.get("space") or {})
-        console.print(trials_table(run.trials, keys, run.summary.get("monitor", "?"), run.summary.get("epochs", "?")))
-        console.print(tune_panel(run.summary))
-        if args.json:
-            _print_json(run.summary)
-        return 0
-    console.print(summary_panel(run.summary))
-    if run.summary.get("metrics"):
-        console.print(metrics_table(run.summary))
-    if run.metrics:
-        console.print(epochs_table(run))
-    classes = (run.summary.get("data") or {}).get("classes") or {}
-    for task, matrix in (run.summary.get("test_confusion") or {}).items():
-        if len(matrix) <= 20:
-            console.print(confusion_table(task, matrix, classes.get(task)))
-    for task, table in (run.summary.get("test_per_class") or {}).items():
-        console.print(per_class_table(task, table))
+    summary = run.summary
+    if summary is None:
+        raise JobError(f"{run.path}: incomplete run folder ({run.problem})")
+    if isinstance(summary, TuneSummary):
+        keys = list(summary.space)
+        console.print(trials_table(run.trials, keys, summary.monitor, summary.epochs))
+        console.print(tune_panel(summary))
+    else:
+        console.print(summary_panel(summary))
+        if summary.metrics:
+            console.print(metrics_table(summary))
+        if run.metrics:
+            console.print(epochs_table(run))
+        classes = summary.data.classes if summary.data else {}
+        split = summary.evaluated or "test"
+        for task, matrix in summary.confusion.items():
+            if len(matrix) <= 20:
+                console.print(confusion_table(task, matrix, classes.get(task), split))
+        for task, rows in summary.per_class.items():
+            console.print(per_class_table(task, rows, split))
     if args.json:
-        _print_json(run.summary)
+        _print_json(summary)
     return 0
 
 
@@ -214,6 +222,7 @@ def _add_data_commands(commands: Any) -> None:
 def cmd_models(args: argparse.Namespace, console: Console) -> int:
     from cnnjobs.models.summary import layer_table, list_registry
     from cnnjobs.results.render import layers_table, models_table
+    from cnnjobs.models import catalog
     from cnnjobs.spec import ModelSpec
 
     size = (args.image_size, args.image_size) if args.image_size else None
@@ -224,13 +233,21 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
             _print_json({"models": [vars(row) for row in rows]})
         return 0
     try:
-        spec = ModelSpec(arch=args.name)
-    except ValueError as exc:  # pydantic's ValidationError: an unknown name, with a did-you-mean
-        raise JobError(f"models {args.name}: {exc.errors()[0]['ctx']['error']}") from None
+        catalog.architecture(args.name)
+    except ValueError as exc:  # an unknown name, with a did-you-mean
+        raise JobError(f"models {args.name}: {exc}") from None
+    spec = ModelSpec(arch=args.name)
     layers, params = layer_table(spec, size, args.channels, {"label": args.classes}, args.depth)
     console.print(layers_table(args.name, layers, params))
     if args.json:
         _print_json({"model": args.name, "layers": [vars(row) for row in layers], "params": params})
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, console: Console) -> int:
+    from cnnjobs.spec.docs import schema_text
+
+    sys.stdout.write(schema_text())
     return 0
 
 
@@ -260,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list runs: job, id, status, best metric, duration")
     runs.add_argument("--dir", default="runs", help="output folder to scan (default: runs)")
+    runs.add_argument("--job", help="only the runs of this job name")
+    runs.add_argument("--status", choices=["running", "succeeded", "failed", "interrupted", "incomplete"],
+                      help="only the runs with this status")
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(handler=cmd_runs)
 
@@ -277,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--depth", type=int, help="fold modules nested deeper than this into one row")
     models.add_argument("--json", action="store_true")
     models.set_defaults(handler=cmd_models)
+    schema = commands.add_parser("schema", help="print the job schema as JSON Schema (for editors' completion and "
+                                 "validation)")
+    schema.set_defaults(handler=cmd_schema)
     _add_data_commands(commands)
     return parser
 

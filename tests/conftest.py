@@ -1,4 +1,8 @@
-"""Shared fixtures: one Ray instance for the whole session, job files written into tmp folders."""
+"""Shared fixtures: one Ray instance for the whole session, job files written into tmp folders.
+
+`CNNJOBS_TEST_SEED=N` shifts every seed the tests train with (`train.seed`, `data.seed`, `tune.seed` and the
+synthetic stand-ins' seed) by N, so that a learning test can be tried on other draws than the default one.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,38 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+TEST_SEED = int(os.environ.get("CNNJOBS_TEST_SEED", "0"))
+
+
+def shift_seeds(job: dict) -> dict:
+    """The job dict with its train, data (and tune) seeds shifted by CNNJOBS_TEST_SEED."""
+    for section in ("train", "data"):
+        node = job.setdefault(section, {})
+        node["seed"] = int(node.get("seed", 0)) + TEST_SEED
+    if job.get("tune"):
+        job["tune"]["seed"] = int(job["tune"].get("seed") or job["train"]["seed"]) + TEST_SEED
+    return job
+
+
+def job_overrides(path: str | Path, *overrides: str) -> list[str]:
+    """`--set` overrides that shift the seeds of the job file `path`, followed by `overrides`."""
+    raw = yaml.safe_load((REPO / path).read_text())
+    shifted = shift_seeds({"train": dict(raw.get("train") or {}), "data": dict(raw.get("data") or {})})
+    return [f"train.seed={shifted['train']['seed']}", f"data.seed={shifted['data']['seed']}", *overrides]
+
+
+def seeded_job(path: str | Path, *overrides: str):
+    """A shipped job loaded as the tests train it: seeds shifted, then `overrides` applied."""
+    from cnnjobs.spec import load_job
+
+    return load_job(REPO / path, job_overrides(path, *overrides))
+
+
+def stand_in(kind: str, out: Path, n: int | None = None) -> Path:
+    """A synthetic stand-in dataset drawn with the tests' seed."""
+    from cnnjobs.data.synth import synth
+
+    return synth(kind, out, n=n, seed=TEST_SEED)
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +53,7 @@ def ray_cluster() -> dict[str, str]:
     """Start Ray once per test session (starting it costs ~10 s); yields its GCS and dashboard addresses."""
     import ray
 
-    from cnnjobs.train.session import local_cpus
+    from cnnjobs.session import local_cpus
 
     # As in an activated virtualenv: Ray Jobs run `cnnjobs ...` entrypoints found on the PATH of this instance.
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
@@ -41,7 +77,7 @@ def write_job(tmp_path: Path, cache_dir: str):
     """Write a job YAML (the quickstart's, with changes) into tmp and return its path."""
 
     def write(changes: dict | None = None, name: str = "job.yaml", base: str = "jobs/digits_lenet.yaml") -> Path:
-        job = yaml.safe_load((REPO / base).read_text())
+        job = shift_seeds(yaml.safe_load((REPO / base).read_text()))
         job["data"]["cache_dir"] = cache_dir
         job["output"] = {"dir": str(tmp_path / "runs")}
         for key, value in (changes or {}).items():

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from cnnjobs.spec_docs import BEGIN, END, reference
+from cnnjobs.spec.docs import BEGIN, END, SCHEMA_FILE, reference, schema_text
 from tests.conftest import REPO
 
 
 def test_readme_job_reference_matches_the_schema():
     readme = (REPO / "README.md").read_text()
     generated = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert generated == reference().strip(), "run `python -m cnnjobs.spec_docs --write`"
+    assert generated == reference().strip(), "run `python -m cnnjobs.spec.docs --write`"
+    assert SCHEMA_FILE.read_text() == schema_text(), "run `python -m cnnjobs.spec.docs --write`"
 
 
 def test_ci_runs_the_readme_test_command():

@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from cnnjobs.data import shards
+from cnnjobs.results.runs import load_run
+from cnnjobs.results.summary import SCHEMA_VERSION
 from cnnjobs.models import build_model
 from cnnjobs.spec import load_job
 from cnnjobs.train.runner import submit
+from tests.conftest import seeded_job
 
 pytestmark = pytest.mark.slow
 EPOCHS = 8
@@ -33,7 +36,7 @@ def one_worker_runs(ray_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     overrides = [f"train.epochs={EPOCHS}", f"data.cache_dir={tmp_path_factory.mktemp('cache')}", f"output.dir={out}",
                  "scaling.num_workers=1", "scaling.use_gpu=false"]
-    job = load_job("jobs/digits_lenet.yaml", overrides)
+    job = seeded_job("jobs/digits_lenet.yaml", *overrides)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(shards, "_FILE_BYTES", 512 * 28 * 28)  # at most 512 images per file
         manifest, _ = shards.prepare(job.data)
@@ -44,26 +47,29 @@ def one_worker_runs(ray_cluster, tmp_path_factory):
 def test_run_folder_holds_job_metrics_summary_and_best_model(one_worker_runs):
     job, (result, _) = one_worker_runs
     run = Path(result.run_dir)
-    assert run.parent.name == job.name and run.name == result.summary["run_id"]
+    assert run.parent.name == job.name and run.name == result.summary.run_id
     assert load_job(run / "job.yaml") == job
     rows = read_metrics(result.run_dir)
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
 
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary == json.loads(json.dumps(result.summary, default=str))
-    assert summary["status"] == "succeeded" and summary["epochs_run"] == EPOCHS
+    assert json.loads((run / "summary.json").read_text()) == result.summary.model_dump(mode="json")
+    summary = load_run(str(run)).summary  # what every reader of the run gets
+    assert summary == result.summary and summary.schema_version == SCHEMA_VERSION
+    assert summary.status == "succeeded" and summary.epochs_run == EPOCHS
     best = max(rows, key=lambda r: float(r["val/acc"]))
-    assert summary["best_epoch"] == int(best["epoch"])
-    assert summary["metrics"]["val"]["acc"] == pytest.approx(float(best["val/acc"]))
-    assert summary["metrics"]["train"]["loss"] == pytest.approx(float(best["train/loss"]))
-    assert summary["metrics"]["test"]["acc"] == pytest.approx(float(rows[-1]["test/acc"]))
-    assert summary["metrics"]["val"]["tasks"]["digit"]["acc"] == pytest.approx(float(best["val/acc"]))
-    # Learning happened: far above the 10% of guessing after eight short epochs.
-    assert summary["metrics"]["test"]["acc"] > 0.8
-    confusion = summary["test_confusion"]["digit"]
-    assert sum(map(sum, confusion)) == summary["data"]["rows"]["test"]
+    assert summary.best_epoch == int(best["epoch"])
+    assert summary.metrics["val"].acc == pytest.approx(float(best["val/acc"]))
+    assert summary.metrics["train"].loss == pytest.approx(float(best["train/loss"]))
+    assert summary.metrics["test"].acc == pytest.approx(float(rows[-1]["test/acc"]))
+    assert summary.metrics["val"].tasks["digit"].acc == pytest.approx(float(best["val/acc"]))
+    # Learning happened: 80% against the 10% of guessing after eight short epochs (runs on several machines and
+    # CNNJOBS_TEST_SEED draws reached 0.91-0.96; see the README's Development section).
+    assert summary.metrics["test"].acc > 0.8
+    assert summary.evaluated == "test"
+    confusion = summary.confusion["digit"]
+    assert sum(map(sum, confusion)) == summary.data.rows["test"]
     assert sum(confusion[i][i] for i in range(10)) / sum(map(sum, confusion)) == pytest.approx(
-        summary["metrics"]["test"]["acc"])
+        summary.metrics["test"].acc)
 
     # The kept weights are the best epoch's and load into a fresh model of the same spec.
     model = build_model(job.model, {"digit": 10}, (28, 28), 1)
@@ -78,18 +84,18 @@ def test_same_seed_same_metrics(one_worker_runs):
     keys = ["train/loss", "train/acc", "val/loss", "val/acc"]
     for a, b in zip(read_metrics(first.run_dir), read_metrics(second.run_dir)):
         assert [a[k] for k in keys] == [b[k] for k in keys]
-    assert first.summary["metrics"]["test"] == second.summary["metrics"]["test"]
+    assert first.summary.metrics["test"] == second.summary.metrics["test"]
 
 
 def test_two_workers_learn_like_one(one_worker_runs, tmp_path):
     job, (single, _) = one_worker_runs
     two = submit(job.model_copy(update={"scaling": job.scaling.model_copy(update={"num_workers": 2}),
                                         "output": job.output.model_copy(update={"dir": str(tmp_path)})}))
-    assert two.summary["status"] == "succeeded"
+    assert two.summary.status == "succeeded"
     rows = read_metrics(two.run_dir)
     assert len(rows) == EPOCHS
     # Each worker saw half the train split per epoch; the all-reduced train metrics cover all of it.
-    assert two.summary["data"]["rows"]["train"] == single.summary["data"]["rows"]["train"]
+    assert two.summary.data.rows["train"] == single.summary.data.rows["train"]
     for split in ("val", "test"):
-        assert math.isclose(two.summary["metrics"][split]["acc"], single.summary["metrics"][split]["acc"],
+        assert math.isclose(two.summary.metrics[split].acc, single.summary.metrics[split].acc,
                             abs_tol=0.05), split

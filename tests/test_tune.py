@@ -86,10 +86,10 @@ def sampled(job) -> list[dict]:
 
 
 def test_sampling_is_seeded_so_a_job_samples_the_same_trials(write_job):
-    space = {"model.arch": {"grid": ["lenet5", "bn_cnn"]}, "train.lr": {"loguniform": [1.0e-4, 1.0e-2]}}
+    space = {"model.arch": {"grid": ["lenet5", "cfl_cnn"]}, "train.lr": {"loguniform": [1.0e-4, 1.0e-2]}}
     job = load_job(tune_job(write_job, {"space": space, "num_samples": 2}))
     first = sampled(job)
-    assert len(first) == 4 and sorted(c["model.arch"] for c in first) == ["bn_cnn", "bn_cnn", "lenet5", "lenet5"]
+    assert len(first) == 4 and sorted(c["model.arch"] for c in first) == ["cfl_cnn", "cfl_cnn", "lenet5", "lenet5"]
     assert len({c["train.lr"] for c in first}) == 4 and all(1e-4 <= c["train.lr"] <= 1e-2 for c in first)
     assert sampled(load_job(tune_job(write_job, {"space": space, "num_samples": 2}))) == first
     reseeded = sampled(load_job(tune_job(write_job, {"space": space, "num_samples": 2, "seed": 7})))
@@ -180,7 +180,8 @@ def test_interrupted_search_resumes_then_best_job_submits(ray_cluster, write_job
     # ASHA stopped the hopeless learning rates after fewer than the 4 epochs; the best ran to the end.
     stopped = [r for r in rows if r["status"] == "stopped"]
     assert stopped and all(int(r["epochs"]) < 4 for r in stopped)
-    assert summary["stopped_early"] == len(stopped) and summary["epochs_run"] == sum(int(r["epochs"]) for r in rows)
+    assert summary["trials_stopped_early"] == len(stopped)
+    assert summary["epochs_run"] == sum(int(r["epochs"]) for r in rows)
     best = max(rows, key=lambda r: float(r["best"]))
     assert rows[0] == best and result.rows[0].trial == best["trial"] == summary["best_trial"]["trial"]
     assert summary["best_metric"] == pytest.approx(float(best["best"]))
@@ -200,7 +201,7 @@ def test_interrupted_search_resumes_then_best_job_submits(ray_cluster, write_job
     assert best_job.tune is None and best_job.train.lr == pytest.approx(float(best["train.lr"]))
     assert "tune" not in yaml.safe_load((run / "best_job.yaml").read_text())
     again = submit(best_job).summary
-    assert again["status"] == "succeeded" and best["status"] == "done"
-    assert (again["best_epoch"], again["best_metric"], again["metrics"]["test"]["acc"]) == (
+    assert again.status == "succeeded" and best["status"] == "done"
+    assert (again.best_epoch, again.best_metric, again.metrics["test"].acc) == (
         int(best["best_epoch"]), float(best["best"]), float(best["test/acc"]))
     assert (run / "best_model.pt").exists()

@@ -30,13 +30,12 @@ import ray
 
 from cnnjobs import storage
 from cnnjobs.data.decode import BadImage, load_pixels
-from cnnjobs.data.sources import SPLITS, Example, SourceData, assign_splits, read_source
+from cnnjobs.data.sources import SPLITS, Example, SourceData, assign_splits, hint_of, read_source
 from cnnjobs.errors import JobError
 from cnnjobs.spec import DataSpec, ParquetSource
 
 FORMAT_VERSION = 1
 MANIFEST = "dataset.json"
-SKIPPED = "skipped.csv"
 _ROW_GROUP = 512
 _FILE_BYTES = 64 * 2**20  # target size of one shard file before compression
 RAY_MIN_IMAGES = 5000  # below this, starting a Ray instance (~10 s) costs more than writing serially
@@ -55,6 +54,7 @@ class Manifest:
     mean: list[float]  # per channel, on the 0-1 scale, measured on the train split
     std: list[float]
     skipped: list[list[str]] = field(default_factory=list)  # [ref, reason] of every example left out
+    format: int = FORMAT_VERSION  # of the shard layout; manifests without it are format 1
 
     def num_rows(self, split: str) -> int:
         """Images in `split`."""
@@ -67,11 +67,20 @@ class Manifest:
 
     @classmethod
     def load(cls, location: str) -> "Manifest":
-        """Read the manifest of a shard folder."""
-        raw = json.loads(storage.read_text(storage.join(location, MANIFEST)))
-        raw["location"] = location
-        raw["image_shape"] = tuple(raw["image_shape"])
-        return cls(**raw)
+        """Read the manifest of a shard folder; JobError when it was written by another cnnjobs or is damaged."""
+        path = storage.join(location, MANIFEST)
+        try:
+            raw = json.loads(storage.read_text(path))
+            version = raw.get("format", 1)
+            if version != FORMAT_VERSION:
+                raise JobError(f"data.source.path: {location} holds shards of format {version}, written by another "
+                               f"version of cnnjobs (this one reads format {FORMAT_VERSION}); write them again from "
+                               "the original images")
+            raw.update(location=location, image_shape=tuple(raw["image_shape"]), format=version)
+            return cls(**raw)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise JobError(f"data.source.path: {path} is not a readable cnnjobs manifest "
+                           f"({exc.__class__.__name__}: {exc})") from None
 
 
 def cache_key(spec: DataSpec, fingerprint: str) -> str:
@@ -88,39 +97,66 @@ def cache_key(spec: DataSpec, fingerprint: str) -> str:
     return hashlib.sha256(json.dumps(baked, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def prepare(spec: DataSpec, *, start_ray: bool = False,
-            progress: Callable[[int, int], None] | None = None) -> tuple[Manifest, bool]:
-    """Write the shards of `spec` unless they are cached; returns the manifest and whether it was a cache hit.
+@dataclass
+class ShardPlan:
+    """A dataset listed but not written yet: its tasks and classes are known, the pixels not read.
 
-    Chunks of examples are written by Ray tasks in parallel when Ray is running (or, with `start_ray`, on a local
-    instance started for the purpose when the dataset is large), else one after the other in this process. Each
-    chunk streams its images into one file, so memory does not grow with the dataset. `progress(done, total)` is
-    called as images are written.
+    Listing first lets the job be checked against the data's tasks before a shard is written or Ray started.
     """
+
+    spec: DataSpec
+    location: str
+    tasks: dict[str, list[str]]
+    cached: Manifest | None  # the manifest when the shards exist already (or the source is shards)
+    source: SourceData | None = None
+
+    def write(self, *, start_ray: bool = False, progress: Callable[[int, int], None] | None = None) -> Manifest:
+        """The manifest, after writing the shards unless they are cached.
+
+        Chunks of examples are written by Ray tasks when the dataset is large (`RAY_MIN_IMAGES`) and Ray is
+        running (or `start_ray` allows starting a local instance for the purpose), else one after the other in
+        this process. Each chunk streams its images into one file, so memory does not grow with the dataset.
+        `progress(done, total)` is called as images are written.
+        """
+        if self.cached is not None:
+            return self.cached
+        spec, source = self.spec, self.source
+        if source.skipped and spec.on_error == "fail":
+            raise JobError(f"{source.skipped[0][0]}: {source.skipped[0][1]} (data.on_error: fail)")
+        splits = assign_splits(source.examples, spec.split.val, spec.split.test, spec.seed, next(iter(source.tasks)))
+        for split in ("train", "val"):
+            if not splits[split]:
+                raise JobError(f"data.source: the {split} split has no images")
+        shape = (*spec.image_size, spec.channels)
+        total = sum(len(group) for group in splits.values())
+        run_chunks = _on_ray if total >= RAY_MIN_IMAGES and (ray.is_initialized() or start_ray) else _serial
+        chunks = list(_chunks(splits, shape, total))
+        written = run_chunks([(self.location, split, number, group, shape, source.tasks, spec.on_error)
+                              for split, number, group in chunks], progress or (lambda done, of: None), total)
+        failed = next((chunk.error for chunk in written if chunk.error), None)
+        if failed:
+            raise JobError(f"{failed} (data.on_error: fail)")
+        self.cached = _finish(self.location, shape, source, written)
+        return self.cached
+
+
+def plan_shards(spec: DataSpec) -> ShardPlan:
+    """List the source of `spec` (a missing path or a bad table is an error here) and look up its cached shards."""
     if isinstance(spec.source, ParquetSource):
-        return _existing(spec), True
+        manifest = _existing(spec)
+        return ShardPlan(spec, manifest.location, manifest.tasks, manifest)
     source = read_source(spec)
     location = storage.join(spec.cache_dir, "shards", cache_key(spec, source.fingerprint))
-    if storage.exists(storage.join(location, MANIFEST)):
-        return Manifest.load(location), True
-    if source.skipped and spec.on_error == "fail":
-        raise JobError(f"{source.skipped[0][0]}: {source.skipped[0][1]} (data.on_error: fail)")
-    splits = assign_splits(source.examples, spec.split.val, spec.split.test, spec.seed, next(iter(source.tasks)))
-    for split in ("train", "val"):
-        if not splits[split]:
-            raise JobError(f"data.source: the {split} split has no images")
-    shape = (*spec.image_size, spec.channels)
-    total = sum(len(group) for group in splits.values())
-    run_chunks = _serial
-    if ray.is_initialized() or (start_ray and total >= RAY_MIN_IMAGES):
-        run_chunks = _on_ray
-    chunks = list(_chunks(splits, shape, total))
-    written = run_chunks([(location, split, number, group, shape, source.tasks, spec.on_error)
-                          for split, number, group in chunks], progress or (lambda done, of: None), total)
-    failed = next((chunk.error for chunk in written if chunk.error), None)
-    if failed:
-        raise JobError(f"{failed} (data.on_error: fail)")
-    return _finish(location, shape, source, written), False
+    cached = Manifest.load(location) if storage.exists(storage.join(location, MANIFEST)) else None
+    return ShardPlan(spec, location, source.tasks, cached, source)
+
+
+def prepare(spec: DataSpec, *, start_ray: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> tuple[Manifest, bool]:
+    """Write the shards of `spec` unless they are cached; returns the manifest and whether it was a cache hit."""
+    plan = plan_shards(spec)
+    cached = plan.cached is not None
+    return plan.write(start_ray=start_ray, progress=progress), cached
 
 
 def _finish(location: str, shape: tuple[int, int, int], source: SourceData, written: list[Chunk]) -> Manifest:
@@ -151,7 +187,8 @@ def _existing(spec: DataSpec) -> Manifest:
     """Shards named by a `parquet` source; they must hold images of the job's size and channels."""
     location = spec.source.path
     if not storage.exists(storage.join(location, MANIFEST)):
-        raise JobError(f"data.source.path: {location} holds no cnnjobs shards (no {MANIFEST})")
+        raise JobError(f"data.source.path: {location} holds no cnnjobs shards (no {MANIFEST})"
+                       f"{hint_of(spec.source)}")
     manifest = Manifest.load(location)
     h, w, c = manifest.image_shape
     if (h, w, c) != (*spec.image_size, spec.channels):
@@ -185,10 +222,11 @@ def _serial(jobs: list[tuple], progress: Callable[[int, int], None], total: int)
 def _on_ray(jobs: list[tuple], progress: Callable[[int, int], None], total: int) -> list[Chunk]:
     """Run `write_chunk` as Ray tasks, a bounded number in flight (so pending chunks do not pile up in memory)."""
     if not ray.is_initialized():
-        from cnnjobs.train.session import ray_session
+        from cnnjobs.session import ray_session
 
         # RAY_ADDRESS (e.g. inside a Ray Job on a cluster) is used when set, else a local instance.
-        with ray_session(os.path.join(tempfile.gettempdir(), "cnnjobs-logs", "prepare")):
+        with ray_session() as session:
+            session.attach(os.path.join(tempfile.gettempdir(), "cnnjobs-logs", "prepare"))
             return _on_ray(jobs, progress, total)
     task = ray.remote(num_cpus=1, max_retries=1)(write_chunk)
     limit = 2 * max(int(ray.cluster_resources().get("CPU", 1)), 1)

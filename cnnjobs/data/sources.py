@@ -90,8 +90,14 @@ def source_root(spec: DataSpec) -> Path:
     else:
         path = Path(os.path.expanduser(source.path))
     if not path.exists():
-        raise JobError(f"data.source.path: {path} does not exist")
+        raise JobError(f"data.source.path: {path} does not exist{hint_of(source)}")
     return path
+
+
+def hint_of(source: object) -> str:
+    """`; <data.source.hint>` when the job says how to get its data, else nothing."""
+    hint = getattr(source, "hint", None)
+    return f"; {' '.join(hint.split())}" if hint else ""
 
 
 def _read_builtin(spec: DataSpec) -> SourceData:

@@ -1,5 +1,19 @@
-"""The model registry: every architecture enters through `register`, every model leaves through `build_model`."""
+"""The model registry: every architecture enters through `register`, every model leaves through `build_model`.
 
-from cnnjobs.models.registry import ModelInfo, build_model, list_models, model_info, register
+`catalog` (what is known of each architecture without torch) imports nothing heavy; the rest is imported on
+first use, so that the job schema can read the catalog without importing torch.
+"""
 
-__all__ = ["ModelInfo", "build_model", "list_models", "model_info", "register"]
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["build_model", "list_models", "register"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from cnnjobs.models import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'cnnjobs.models' has no attribute {name!r}")

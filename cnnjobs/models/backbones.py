@@ -18,32 +18,28 @@ from cnnjobs.errors import JobError
 from cnnjobs.models.registry import register
 from cnnjobs.spec import ModelSpec
 
-# name -> (dotted path of the ImageNet classifier's last Linear, smallest image side, where a seed uses it)
-_NETWORKS = {
-    "mobilenet_v2": ("classifier.1", 8, "torchvision; seed 002 (fashion, three heads)"),
-    "resnet18": ("fc", 8, "torchvision"),
-    "resnet50": ("fc", 8, "torchvision"),
-    "resnext50_32x4d": ("fc", 8, "torchvision; seed 003 (transfer learning)"),
-    "efficientnet_b0": ("classifier.1", 8, "torchvision"),
-    "convnext_tiny": ("classifier.2", 32, "torchvision"),  # 4x4 stem + three 2x2 downsamples, no padding
+# name -> dotted path of the ImageNet classifier's last Linear (sizes, weights and options: models/catalog.py)
+_CLASSIFIERS = {
+    "mobilenet_v2": "classifier.1",
+    "resnet18": "fc",
+    "resnet50": "fc",
+    "resnext50_32x4d": "fc",
+    "efficientnet_b0": "classifier.1",
+    "convnext_tiny": "classifier.2",
 }
-_TAKES_DROPOUT = {"mobilenet_v2", "efficientnet_b0"}  # their classifier starts with a Dropout we keep
 
 
 def torchvision_backbone(name: str, spec: ModelSpec, channels: int, image_size: tuple[int, int]
                          ) -> tuple[nn.Module, int]:
-    """torchvision's `name` without its last Linear; `(network, features)`."""
-    classifier, _, _ = _NETWORKS[name]
+    """torchvision's `name` without its last Linear; `(network, features)`.
+
+    The options were checked against the catalog when the job was loaded (width: mobilenet_v2 only; dropout:
+    the networks whose classifier starts with a Dropout, which is kept)."""
+    classifier = _CLASSIFIERS[name]
     kwargs: dict = {}
     if spec.width != 1:
-        if name != "mobilenet_v2":
-            raise JobError(f"model.width: {name} has a fixed width (only the seed CNNs and mobilenet_v2 take one)")
-        if spec.pretrained:
-            raise JobError("model.width: ImageNet weights exist for width 1 only; drop model.pretrained or width")
         kwargs["width_mult"] = spec.width
     if spec.dropout is not None:
-        if name not in _TAKES_DROPOUT:
-            raise JobError(f"model.dropout: {name} has no dropout of its own; use model.head_dropout")
         kwargs["dropout"] = spec.dropout
     network = _load(name, spec.pretrained, kwargs)
     last = network.get_submodule(classifier)
@@ -84,6 +80,5 @@ def _adapt_stem(network: nn.Module, channels: int) -> None:
     _replace(network, name, stem)
 
 
-for _name, (_, _min_size, _source) in _NETWORKS.items():
-    register(_name, source=_source, default_size=(224, 224), min_size=_min_size,
-             pretrained=True)(partial(torchvision_backbone, _name))
+for _name in _CLASSIFIERS:
+    register(_name)(partial(torchvision_backbone, _name))

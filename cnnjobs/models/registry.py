@@ -9,13 +9,13 @@ networks (`backbones.py`) enter through the same `register` decorator.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
 from cnnjobs.errors import JobError
+from cnnjobs.models import catalog
 from cnnjobs.models.heads import MultiHead
 
 if TYPE_CHECKING:
@@ -23,30 +23,17 @@ if TYPE_CHECKING:
 
 Backbone = Callable[["ModelSpec", int, tuple[int, int]], tuple[nn.Module, int]]
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the registry knows of one architecture."""
-
-    name: str
-    build: Backbone
-    source: str
-    default_size: tuple[int, int]
-    min_size: int  # smallest image side the network's strides and kernels accept
-    pretrained: bool  # whether `model.pretrained: true` has ImageNet weights to load
+_BUILDERS: dict[str, Backbone] = {}
 
 
-_REGISTRY: dict[str, ModelInfo] = {}
-
-
-def register(name: str, *, source: str, default_size: tuple[int, int], min_size: int = 8,
-             pretrained: bool = False) -> Callable[[Backbone], Backbone]:
-    """Decorator: add a backbone constructor to the registry under `name`."""
+def register(name: str) -> Callable[[Backbone], Backbone]:
+    """Decorator: the constructor of the catalog's architecture `name` (add it with `catalog.add` first)."""
+    catalog.architecture(name)
 
     def add(fn: Backbone) -> Backbone:
-        if name in _REGISTRY:
+        if name in _BUILDERS:
             raise ValueError(f"architecture {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(name, fn, source, default_size, min_size, pretrained)
+        _BUILDERS[name] = fn
         return fn
 
     return add
@@ -60,13 +47,7 @@ def _load_builtin() -> None:
 def list_models(pattern: str = "*") -> list[str]:
     """Registered architecture names matching a shell-style pattern, sorted."""
     _load_builtin()
-    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
-
-
-def model_info(name: str) -> ModelInfo:
-    """The registry entry of `name` (KeyError if unknown; the job spec has validated names already)."""
-    _load_builtin()
-    return _REGISTRY[name]
+    return sorted(name for name in _BUILDERS if fnmatch.fnmatch(name, pattern))
 
 
 def build_model(spec: "ModelSpec", num_classes: dict[str, int], image_size: tuple[int, int],
@@ -76,16 +57,17 @@ def build_model(spec: "ModelSpec", num_classes: dict[str, int], image_size: tupl
     `init_weights=False` skips `model.pretrained` / `model.weights`, for callers that load a trained
     state dict right after (prediction), so they never download weights they would overwrite.
     """
-    info = model_info(spec.arch)
-    if min(image_size) < info.min_size:
-        raise JobError(f"data.image_size: {spec.arch} needs images of at least {info.min_size} px "
+    # The job's checks (catalog sizes and options) ran when it was loaded; these guard direct calls.
+    arch = catalog.architecture(spec.arch)
+    if min(image_size) < arch.min_size:
+        raise JobError(f"data.image_size: {spec.arch} needs images of at least {arch.min_size} px "
                        f"(got {list(image_size)})")
-    if spec.pretrained and not info.pretrained:
-        raise JobError(f"model.pretrained: {spec.arch} has no pretrained weights (only the torchvision "
-                       f"architectures do); use model.weights: PATH for weights of your own")
+    for key, problem in spec.option_problems():
+        raise JobError(f"{key}: {problem}")
     if not init_weights:
         spec = spec.model_copy(update={"pretrained": False, "weights": None})
-    backbone, dim = info.build(spec, channels, tuple(image_size))
+    _load_builtin()
+    backbone, dim = _BUILDERS[spec.arch](spec, channels, tuple(image_size))
     heads = {task: spec.heads[task].output if task in spec.heads else "softmax" for task in num_classes}
     model = MultiHead(backbone, dim, num_classes, heads, spec.head_dropout)
     if spec.weights:

@@ -22,7 +22,7 @@ def _dropout(value: float | None, default: float) -> list[nn.Module]:
     return [nn.Dropout(p)] if p else []
 
 
-@register("lenet5", source="seed 001 (LeNet-5, MNIST)", default_size=(28, 28), min_size=16)
+@register("lenet5")
 def lenet5(spec: ModelSpec, channels: int, image_size: tuple[int, int]) -> tuple[nn.Module, int]:
     """Conv(6,5x5)-MaxPool-Conv(16,5x5)-MaxPool-Dense(120)-Dense(84), ReLU and no padding as in the Keras seed."""
     c1, c2, d1, d2 = (_units(n, spec.width) for n in (6, 16, 120, 84))
@@ -36,7 +36,7 @@ def lenet5(spec: ModelSpec, channels: int, image_size: tuple[int, int]) -> tuple
     return nn.Sequential(*layers), d2
 
 
-@register("catsdogs_cnn", source="seed 000 (cats vs dogs, Keras)", default_size=(150, 150), min_size=22)
+@register("catsdogs_cnn")
 def catsdogs_cnn(spec: ModelSpec, channels: int, image_size: tuple[int, int]) -> tuple[nn.Module, int]:
     """Conv(16,3x3)-MaxPool-Conv(32)-MaxPool-Conv(64)-MaxPool-Flatten-Dense(512), 'valid' padding as in Keras."""
     widths = [channels] + [_units(n, spec.width) for n in (16, 32, 64)]
@@ -49,7 +49,7 @@ def catsdogs_cnn(spec: ModelSpec, channels: int, image_size: tuple[int, int]) ->
     return nn.Sequential(features, nn.Linear(dim, dense), nn.ReLU(), *_dropout(spec.dropout, 0)), dense
 
 
-@register("bn_cnn", source="seed 004 (dogs vs cats, Keras, BatchNorm)", default_size=(128, 128), min_size=22)
+@register("bn_cnn")
 def bn_cnn(spec: ModelSpec, channels: int, image_size: tuple[int, int]) -> tuple[nn.Module, int]:
     """3 x [Conv(32/64/128,3x3)+BatchNorm+MaxPool+Dropout 0.25] + Dense(512)+BatchNorm+Dropout 0.5."""
     widths = [channels] + [_units(n, spec.width) for n in (32, 64, 128)]
@@ -65,7 +65,7 @@ def bn_cnn(spec: ModelSpec, channels: int, image_size: tuple[int, int]) -> tuple
     return nn.Sequential(features, *head), dense
 
 
-@register("cfl_cnn", source="seed 003 (car / frog / lizard, PyTorch)", default_size=(100, 100))
+@register("cfl_cnn")
 def cfl_cnn(spec: ModelSpec, channels: int, image_size: tuple[int, int]) -> tuple[nn.Module, int]:
     """Conv(8)-Conv(16)-Pool, Conv(32)-Pool, Conv(64)-Pool (3x3, dropout 0.1 after each conv), then
     Linear(1000)-Linear(96); as in the seed there is no activation between the linear layers."""

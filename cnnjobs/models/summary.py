@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnjobs.models.registry import build_model, list_models, model_info
+from cnnjobs.models import catalog
+from cnnjobs.models.registry import build_model, list_models
 from cnnjobs.spec import ModelSpec
 
 
@@ -45,7 +46,7 @@ def list_registry(image_size: tuple[int, int] | None = None, channels: int = 3,
     """Every architecture with its parameter count at `image_size` (each one's default size when None)."""
     rows = []
     for name in list_models():
-        info = model_info(name)
+        info = catalog.architecture(name)
         size = image_size or info.default_size
         params = None
         if min(size) >= info.min_size:
@@ -61,7 +62,7 @@ def layer_table(spec: ModelSpec, image_size: tuple[int, int] | None = None, chan
 
     `depth` cuts the tree: modules nested deeper than `depth` names are folded into their ancestor's row.
     """
-    size = image_size or model_info(spec.arch).default_size
+    size = image_size or catalog.architecture(spec.arch).default_size
     model = build_model(spec, num_classes or {"label": 10}, size, channels, init_weights=False).eval()
     shown = {name: module for name, module in model.named_modules()
              if name and (not list(module.children()) or (depth is not None and name.count(".") + 1 == depth))

@@ -1,7 +1,7 @@
 """Pictures of a run, saved into its folder: learning curves (seed 000, 003) and confusion matrices (001, 002).
 
     learning_curves.png     train vs validation loss and accuracy per epoch; best (and early-stop) epoch marked
-    confusion_<task>.png    the test split's confusion matrix, each row normalized to the true class's count
+    confusion_<task>.png    the confusion matrix of the evaluated split (test, else validation), rows normalized
 """
 
 from __future__ import annotations
@@ -17,20 +17,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cnnjobs import storage  # noqa: E402
-from cnnjobs.results.rundir import RunDir  # noqa: E402
+from cnnjobs.results import files  # noqa: E402
+from cnnjobs.results.summary import TrainSummary  # noqa: E402
 
-CURVES = "learning_curves.png"
 _LABELLED_CLASSES = 30  # beyond this many classes a confusion matrix shows no class names
 
 
-def save_plots(run: RunDir, summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
-    """Draw the learning curves and one confusion matrix per task into the run folder; returns the files."""
-    written = [CURVES]
-    _save(learning_curves(rows, summary.get("best_epoch"), summary.get("stopped_early")), run.path(CURVES))
-    classes = (summary.get("data") or {}).get("classes") or {}
-    for task, matrix in (summary.get("test_confusion") or {}).items():
-        name = f"confusion_{task}.png"
-        _save(confusion_figure(task, np.asarray(matrix), classes.get(task)), run.path(name))
+def save_plots(location: str, summary: TrainSummary, rows: list[dict[str, Any]]) -> list[str]:
+    """Draw the learning curves and one confusion matrix per task into the run folder `location`; returns the
+    files written."""
+    written = [files.CURVES]
+    _save(learning_curves(rows, summary.best_epoch, summary.stopped_early), storage.join(location, files.CURVES))
+    classes = summary.data.classes if summary.data else {}
+    for task, matrix in summary.confusion.items():
+        name = files.confusion_png(task)
+        _save(confusion_figure(task, np.asarray(matrix), classes.get(task), summary.evaluated or "test"),
+              storage.join(location, name))
         written.append(name)
     return written
 
@@ -58,7 +60,8 @@ def learning_curves(rows: list[dict[str, Any]], best_epoch: int | None, stopped_
     return figure
 
 
-def confusion_figure(task: str, matrix: np.ndarray, classes: list[str] | None = None) -> plt.Figure:
+def confusion_figure(task: str, matrix: np.ndarray, classes: list[str] | None = None,
+                     split: str = "test") -> plt.Figure:
     """A row-normalized confusion matrix (rows: true class, columns: predicted), counts written when small."""
     n = len(matrix)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -79,7 +82,7 @@ def confusion_figure(task: str, matrix: np.ndarray, classes: list[str] | None = 
                                   color="white" if shares[i, j] > 0.5 else "black", fontsize=8)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    axis.set_title(f"{task}: test confusion (rows sum to 1)")
+    axis.set_title(f"{task}: {split} confusion (rows sum to 1)")
     figure.tight_layout()
     return figure
 

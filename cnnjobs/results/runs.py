@@ -1,4 +1,4 @@
-"""Finding and reading past runs: what `cnnjobs runs` lists and `cnnjobs show` opens."""
+"""Finding and reading past runs: what `cnnjobs runs` lists and `show`, `predict`, `export`, `compare` open."""
 
 from __future__ import annotations
 
@@ -8,69 +8,116 @@ import json
 import os
 from dataclasses import dataclass
 from glob import glob
-from typing import Any
+
+import yaml
 
 from cnnjobs import storage
 from cnnjobs.errors import JobError
-from cnnjobs.results.rundir import METRICS, SUMMARY
-
-TUNE_RESULTS = "tune_results.csv"  # written by cnnjobs.tune: one row per trial
+from cnnjobs.results import files
+from cnnjobs.results.summary import TrainSummary, TuneSummary, parse_summary
+from cnnjobs.spec import JobSpec, validate_job
 
 
 @dataclass(frozen=True)
 class Run:
-    """A run folder with its summary and per-epoch metrics."""
+    """A run folder with its summary (None when the run never wrote one: `problem` says why)."""
 
     path: str
-    summary: dict[str, Any]
+    summary: TrainSummary | TuneSummary | None
+    problem: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.summary.run_id if self.summary else os.path.basename(self.path.rstrip("/"))
+
+    @property
+    def job_name(self) -> str:
+        return self.summary.job if self.summary else os.path.basename(os.path.dirname(self.path.rstrip("/")))
+
+    def file(self, name: str) -> str:
+        """Location of a file in the run folder."""
+        return storage.join(self.path, name)
+
+    def has(self, name: str) -> bool:
+        """Whether the run folder holds `name`."""
+        return storage.exists(self.file(name))
 
     @property
     def metrics(self) -> list[dict[str, str]]:
         """Rows of `metrics.csv` (strings, as written); empty before the first epoch ends."""
-        return self._csv_rows(METRICS)
+        return self._csv_rows(files.METRICS)
 
     @property
     def trials(self) -> list[dict[str, str]]:
         """Rows of a search's `tune_results.csv` (best first); empty for training runs."""
-        return self._csv_rows(TUNE_RESULTS)
+        return self._csv_rows(files.TUNE_RESULTS)
+
+    def job(self) -> JobSpec:
+        """The job as it ran (`job.yaml`, every default filled in)."""
+        location = self.file(files.JOB)
+        if not storage.exists(location):
+            raise JobError(f"{self.path}: incomplete run folder (no {files.JOB})")
+        return validate_job(yaml.safe_load(storage.read_text(location)), location)
+
+    def trained(self) -> TrainSummary:
+        """The summary of a finished training run with a best model; JobError saying what is missing otherwise."""
+        if not isinstance(self.summary, TrainSummary):
+            kind = self.summary.kind if self.summary else "incomplete"
+            raise JobError(f"{self.path}: not a training run ({self.problem or f'kind {kind}'}); for a search, "
+                           f"use the best trial's job: cnnjobs submit {self.path}/{files.BEST_JOB}")
+        if not self.summary.best_model or not self.has(files.BEST_MODEL):
+            raise JobError(f"{self.path}: the run has no {files.BEST_MODEL} (status {self.summary.status}); "
+                           "it did not finish an epoch")
+        return self.summary
 
     def _csv_rows(self, name: str) -> list[dict[str, str]]:
-        location = storage.join(self.path, name)
+        location = self.file(name)
         if not storage.exists(location):
             return []
         return list(csv.DictReader(io.StringIO(storage.read_text(location))))
 
 
 def load_run(path: str) -> Run:
-    """Open the run folder at `path`."""
-    location = storage.join(path, SUMMARY)
+    """Open the run folder at `path`; JobError when it is not one or its summary cannot be read."""
+    location = storage.join(path, files.SUMMARY)
     if not storage.exists(location):
-        raise JobError(f"{path}: not a run folder (no {SUMMARY})")
+        if storage.exists(storage.join(path, files.JOB)):
+            return Run(path, None, f"no {files.SUMMARY}: the run stopped before writing it")
+        raise JobError(f"{path}: not a run folder (no {files.SUMMARY})")
     try:
-        return Run(path, json.loads(storage.read_text(location)))
+        raw = json.loads(storage.read_text(location))
     except json.JSONDecodeError as exc:
         raise JobError(f"{location}: unreadable summary ({exc.msg})") from None
+    return Run(path, parse_summary(raw, location))
 
 
-def list_runs(root: str = "runs") -> list[Run]:
-    """Every run under `root` (`<root>/<job>/<run id>/`), oldest first."""
-    found = sorted(glob(os.path.join(os.path.expanduser(root), "*", "*", SUMMARY)),
-                   key=lambda p: os.path.basename(os.path.dirname(p)))
+def list_runs(root: str = "runs", job: str | None = None, status: str | None = None) -> list[Run]:
+    """Every run under `root` (`<root>/<job>/<run id>/`), oldest first; optionally of one job or status.
+
+    A folder whose summary is missing or unreadable (a run killed while starting) is listed with its problem.
+    """
+    folders = sorted({os.path.dirname(path) for pattern in (files.SUMMARY, files.JOB)
+                      for path in glob(os.path.join(os.path.expanduser(root), "*", "*", pattern))},
+                     key=os.path.basename)
     runs = []
-    for path in found:
+    for folder in folders:
         try:
-            runs.append(load_run(os.path.dirname(path)))
-        except JobError:
-            continue  # a half-written folder from a crash: listed by nobody, harmful to nobody
+            run = load_run(folder)
+        except JobError as exc:
+            run = Run(folder, None, str(exc))
+        if job is not None and run.job_name != job:
+            continue
+        if status is not None and (run.summary.status if run.summary else "incomplete") != status:
+            continue
+        runs.append(run)
     return runs
 
 
 def find_run(ref: str, root: str = "runs") -> Run:
     """A run by folder path, by run id, or by `job/run id`, looked up under `root`."""
-    if storage.exists(storage.join(ref, SUMMARY)):
+    if storage.exists(storage.join(ref, files.SUMMARY)) or storage.exists(storage.join(ref, files.JOB)):
         return load_run(ref)
-    matches = [run for run in list_runs(root)
-               if ref in (run.summary.get("run_id"), f"{run.summary.get('job')}/{run.summary.get('run_id')}")]
+    matches = [run for run in list_runs(root) if ref in (run.run_id, f"{run.job_name}/{run.run_id}")]
     if not matches:
         raise JobError(f"{ref}: no such run (not a run folder, and no run id {ref!r} under {root}/)")
     if len(matches) > 1:

@@ -1,71 +1,183 @@
-"""Turning the per-epoch metric rows into the summary: best epoch, and metrics per split and per task."""
+"""`summary.json`, typed: what a run is and what it measured. Written by `submit` and `search`, read by every view.
+
+A summary has a `schema_version`. Version 1 (cnnjobs 0.1, before this module existed) had no version field,
+`test_confusion`/`test_per_class` instead of `confusion`/`per_class`, and `stopped_early` as a count for
+searches; `parse_summary` upgrades it. A summary written by a newer cnnjobs is refused with a clear message.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-SPLITS = ("train", "val", "test")
+from cnnjobs.errors import JobError
 
-
-def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
-    """Share of each true class predicted right (recall); NaN for a class without examples."""
-    counts = confusion.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, np.diag(confusion) / counts, np.nan)
+SCHEMA_VERSION = 2
+Status = Literal["running", "succeeded", "failed", "interrupted"]
 
 
-def macro_f1(confusion: np.ndarray) -> float:
-    """F1 averaged over the classes that occur as truth or prediction (scikit-learn's `average="macro"`)."""
-    true_pos = np.diag(confusion).astype(np.float64)
-    actual, predicted = confusion.sum(1), confusion.sum(0)
-    seen = (actual + predicted) > 0
-    if not seen.any():
-        return 0.0
-    return float(np.mean(2 * true_pos[seen] / (actual[seen] + predicted[seen])))
+class _Model(BaseModel):
+    # Fields added within a version are optional, so an older cnnjobs can still read a newer file of its version.
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
 
 
-def per_class_table(confusion: list[list[int]], classes: list[str] | None = None) -> list[dict[str, Any]]:
-    """Seed 003's holdout table: per class its examples, hits and accuracy."""
-    matrix = np.asarray(confusion)
-    names = classes or [str(i) for i in range(len(matrix))]
-    accuracy = per_class_accuracy(matrix)
-    return [{"class": name, "count": int(matrix[i].sum()), "correct": int(matrix[i, i]),
-             "acc": None if np.isnan(accuracy[i]) else float(accuracy[i])} for i, name in enumerate(names)]
+class TaskMetrics(_Model):
+    """Metrics of one task on one split (`top5` only for tasks with more than five classes)."""
+
+    loss: float | None = None
+    acc: float | None = None
+    f1: float | None = None
+    top5: float | None = None
 
 
-def nest(row: dict[str, Any], split: str) -> dict[str, Any]:
-    """`{"val/loss": .., "val/digit/acc": ..}` -> `{"loss": .., "acc": .., "tasks": {"digit": {"acc": ..}}}`."""
-    out: dict[str, Any] = {"tasks": {}}
-    for key, value in row.items():
-        parts = key.split("/")
-        if parts[0] != split or isinstance(value, dict):
-            continue
-        if len(parts) == 2:
-            out[parts[1]] = value
-        elif len(parts) == 3:
-            out["tasks"].setdefault(parts[1], {})[parts[2]] = value
+class SplitMetrics(TaskMetrics):
+    """A split's combined metrics (loss: weighted sum over tasks; acc, f1: means) and each task's."""
+
+    tasks: dict[str, TaskMetrics] = Field(default_factory=dict)
+
+
+class ClassRow(_Model):
+    """One class of a task on the evaluated split: images, hits, recall (seed 003's table) and precision."""
+
+    name: str
+    count: int
+    correct: int
+    recall: float | None = None  # share of the class's images predicted right
+    precision: float | None = None  # share of the predictions of this class that were right
+
+
+class DataFacts(_Model):
+    """What the run trained on, and the preprocessing a model of it needs (prediction and export read it)."""
+
+    shards: str
+    cached: bool = False
+    image_shape: list[int] = Field(default_factory=list)  # height, width, channels
+    tasks: dict[str, int] = Field(default_factory=dict)  # task -> number of classes
+    classes: dict[str, list[str]] = Field(default_factory=dict)
+    rows: dict[str, int] = Field(default_factory=dict)
+    skipped: int = 0
+    mean: list[float] = Field(default_factory=list)  # per channel, 0-1 scale, as the model saw it
+    std: list[float] = Field(default_factory=list)
+
+
+class Restart(_Model):
+    """A time training went on after a failure or an interruption."""
+
+    at: str  # ISO time
+    from_epoch: int  # the epoch of the checkpoint it continued after
+    reason: str  # "worker failure" or "resume"
+
+
+class Timing(_Model):
+    """Where a worker's time went over the run (the data-wait doctor): seconds per step, and the verdict."""
+
+    wait_s: float = 0.0  # waiting for the next batch
+    compute_s: float = 0.0  # forward, backward, optimizer step
+    sync_s: float = 0.0  # all-reduce, evaluation sync and reporting
+    verdict: str | None = None
+
+
+class _Common(_Model):
+    schema_version: int = SCHEMA_VERSION
+    job: str
+    run_id: str
+    run_dir: str
+    status: Status = "running"
+    started: str
+    finished: str | None = None
+    duration_s: float | None = None
+    monitor: str
+    mode: Literal["min", "max"]
+    epochs: int
+    epochs_run: int = 0
+    best_metric: float | None = None
+    arch: str | None = None
+    use_gpu: bool | None = None
+    error: str | None = None
+    resume: str | None = None  # the command that continues an interrupted run
+    data: DataFacts | None = None
+
+
+class TrainSummary(_Common):
+    """A training run (`cnnjobs submit`)."""
+
+    kind: Literal["train"] = "train"
+    in_process: bool | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    metrics: dict[str, SplitMetrics] = Field(default_factory=dict)  # train/val at the best epoch, test at the end
+    evaluated: Literal["test", "val"] | None = None  # the split of `confusion` and `per_class`
+    confusion: dict[str, list[list[int]]] = Field(default_factory=dict)
+    per_class: dict[str, list[ClassRow]] = Field(default_factory=dict)
+    best_model: str | None = None
+    to_first_step_s: float | None = None
+    first_step_at: float | None = None
+    restarts: list[Restart] = Field(default_factory=list)
+    timing: Timing | None = None
+
+
+class BestTrial(_Model):
+    """The winning trial of a search."""
+
+    trial: str
+    values: dict[str, Any]
+    epochs: int
+    best_epoch: int | None = None
+    test_acc: float | None = None
+
+
+class TuneSummary(_Common):
+    """A search (`cnnjobs tune`)."""
+
+    kind: Literal["tune"] = "tune"
+    scheduler: Literal["asha", "none"]
+    trials: int
+    space: dict[str, dict[str, Any]]
+    concurrency: int | None = None
+    concurrency_reason: str | None = None
+    most_running: int = 0
+    trials_stopped_early: int = 0
+    best_trial: BestTrial | None = None
+    best_job: str | None = None
+    best_model: str | None = None
+
+
+RunSummary = Annotated[Union[TrainSummary, TuneSummary], Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[TrainSummary | TuneSummary] = TypeAdapter(RunSummary)
+
+
+def parse_summary(raw: Any, where: str) -> TrainSummary | TuneSummary:
+    """A summary from its JSON content, upgraded from older versions; JobError naming `where` if it is not one."""
+    if not isinstance(raw, dict):
+        raise JobError(f"{where}: not a cnnjobs run summary")
+    version = raw.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise JobError(f"{where}: written by a newer cnnjobs (summary schema {version}; this one reads up to "
+                       f"{SCHEMA_VERSION}); upgrade cnnjobs to read it")
+    if version == 1:
+        raw = _from_v1(raw)
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise JobError(f"{where}: not a cnnjobs run summary ({'.'.join(map(str, first['loc']))}: "
+                       f"{first['msg']})") from None
+
+
+def _from_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: the renamed fields; everything else had the same name and meaning."""
+    out = {key: value for key, value in raw.items()
+           if key not in ("test_confusion", "test_per_class", "stopped_early")}
+    out["schema_version"] = SCHEMA_VERSION
+    out.setdefault("kind", "train")
+    if out["kind"] == "tune":
+        out["trials_stopped_early"] = raw.get("stopped_early") or 0
+        return out
+    out["stopped_early"] = bool(raw.get("stopped_early"))
+    if raw.get("test_confusion"):
+        out["confusion"], out["evaluated"] = raw["test_confusion"], "test"
+    out["per_class"] = {task: [{"name": row["class"], "count": row["count"], "correct": row["correct"],
+                                "recall": row.get("acc")} for row in rows]
+                        for task, rows in (raw.get("test_per_class") or {}).items()}
     return out
-
-
-def split_metrics(rows: list[dict[str, Any]], monitor: str,
-                  classes: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """Summary fields from the epoch rows: train/val at the best epoch, test of the best model (last row),
-    and the test split's per-class accuracy (class names from `classes`, task -> names)."""
-    last = rows[-1]
-    best_epoch = int(last.get("best_epoch") or last["epoch"])
-    best = next(row for row in rows if row["epoch"] == best_epoch)
-    metrics = {"train": nest(best, "train"), "val": nest(best, "val")}
-    if any(key.startswith("test/") for key in last):
-        metrics["test"] = nest(last, "test")
-    confusion = last.get("test/confusion")
-    return {
-        "best_epoch": best_epoch,
-        "best_metric": best.get(monitor),
-        "stopped_early": bool(last.get("stopped_early")),
-        "metrics": metrics,
-        "test_confusion": confusion,
-        "test_per_class": {task: per_class_table(matrix, (classes or {}).get(task))
-                           for task, matrix in (confusion or {}).items()},
-    }

@@ -28,14 +28,13 @@ from cnnjobs.data.pipeline import normalization, to_model_input
 from cnnjobs.data.shards import Manifest
 from cnnjobs.models import build_model
 from cnnjobs.models.heads import task_loss
+from cnnjobs.metrics import is_better
+from cnnjobs.results.files import CHECKPOINT_BEST, CHECKPOINT_MODEL, CHECKPOINT_STATE
 from cnnjobs.spec import JobSpec
 from cnnjobs.train.cache import SplitCache
-from cnnjobs.train.metrics import Tally
-from cnnjobs.train.schedules import LrSchedule, early_stopping, is_better, make_optimizer
+from cnnjobs.train.schedules import LrSchedule, early_stopping, make_optimizer
+from cnnjobs.train.tally import Tally
 
-MODEL_FILE = "model.pt"
-STATE_FILE = "state.pt"
-BEST_FILE = "best_model.pt"
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -76,19 +75,20 @@ def train_loop(config: dict[str, Any]) -> None:
     stopper = early_stopping(spec)
 
     start_epoch, best_score, best_epoch, best_state, last_val = 0, None, 0, None, {}
+    best_val_confusion: dict[str, list[list[int]]] = {}  # shown when the job has no test split
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # resumed: continue after the last reported epoch
         with checkpoint.as_directory() as folder:
-            plain.load_state_dict(torch.load(os.path.join(folder, MODEL_FILE), map_location=device))
-            state = torch.load(os.path.join(folder, STATE_FILE), map_location=device, weights_only=False)
+            plain.load_state_dict(torch.load(os.path.join(folder, CHECKPOINT_MODEL), map_location=device))
+            state = torch.load(os.path.join(folder, CHECKPOINT_STATE), map_location=device, weights_only=False)
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
             scaler.load_state_dict(state["scaler"])
             if stopper:
                 stopper.best, stopper.wait = state["stopper"]
             start_epoch, best_score, best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
-            last_val = state["last_val"]
-            best_path = os.path.join(folder, BEST_FILE)
+            last_val, best_val_confusion = state["last_val"], state.get("best_val_confusion") or {}
+            best_path = os.path.join(folder, CHECKPOINT_BEST)
             best_state = torch.load(best_path, map_location="cpu") if os.path.exists(best_path) else _cpu_copy(plain)
     seed_everything(spec.seed + 1000 * rank + start_epoch)  # distinct dropout/shuffle streams per worker
 
@@ -158,10 +158,12 @@ def train_loop(config: dict[str, Any]) -> None:
         last = epoch == spec.epochs
         stop = False
         if last or epoch % spec.validate_every == 0:
-            last_val = _same_on_all_workers(evaluate("val").metrics("val", task_weights))
+            val = evaluate("val")
+            last_val = _same_on_all_workers(val.metrics("val", task_weights))
             metrics.update(last_val)
             if is_better(metrics[spec.monitor], best_score, spec.monitor_mode):
                 best_score, best_epoch, best_state = metrics[spec.monitor], epoch, _cpu_copy(plain)
+                best_val_confusion = {task: c.tolist() for task, c in val.confusion.items()}
             stop = stopper is not None and stopper.update(metrics) >= spec.early_stopping.patience and not last
         schedule.after_epoch(metrics)
         save = last or stop or epoch % spec.checkpoint_every == 0
@@ -174,11 +176,14 @@ def train_loop(config: dict[str, Any]) -> None:
             test = evaluate("test")
             metrics.update(test.metrics("test", task_weights))
             metrics["test/confusion"] = {task: c.tolist() for task, c in test.confusion.items()}
+        elif last or stop:  # no test split: the best epoch's validation confusion is the one shown
+            metrics["val/confusion"] = best_val_confusion
         if reporter:
             reporter.epoch.remote(copy.deepcopy(metrics))
         state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                  "scaler": scaler.state_dict(), "stopper": (stopper.best, stopper.wait) if stopper else None,
-                 "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "last_val": last_val}
+                 "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "last_val": last_val,
+                 "best_val_confusion": best_val_confusion}
         # Ray's copy of the metrics carries the latest validation forward, so that Tune and checkpoint ranking
         # always find `train.monitor`; metrics.csv (from `reporter`) holds only what was measured this epoch.
         _report({**last_val, **metrics}, this_epoch, state, best_state)
@@ -209,9 +214,9 @@ def _report(metrics: dict[str, Any], weights: dict[str, torch.Tensor] | None, st
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None
         if weights is not None:
-            torch.save(weights, os.path.join(folder, MODEL_FILE))
-            torch.save(state, os.path.join(folder, STATE_FILE))
+            torch.save(weights, os.path.join(folder, CHECKPOINT_MODEL))
+            torch.save(state, os.path.join(folder, CHECKPOINT_STATE))
             if best_state is not None and state["best_epoch"] != state["epoch"]:
-                torch.save(best_state, os.path.join(folder, BEST_FILE))
+                torch.save(best_state, os.path.join(folder, CHECKPOINT_BEST))
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report({k: v for k, v in metrics.items() if not isinstance(v, dict)}, checkpoint=checkpoint)

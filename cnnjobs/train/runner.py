@@ -1,16 +1,14 @@
-"""The driver side of a job: prepare the shards, build the TorchTrainer from the spec, run it, write the results.
+"""The driver side of a job: build the TorchTrainer from the spec, run it, and keep what it produced.
 
 Ray objects are built from the spec here and nowhere else (ScalingConfig, RunConfig, DataConfig, TorchTrainer).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,18 +20,19 @@ from ray.data.dataset import MaterializedDataset
 from ray.train.torch import TorchTrainer
 
 from cnnjobs import storage
-from cnnjobs.data.pipeline import build_datasets, stream_limits
-from cnnjobs.data.shards import SKIPPED, Manifest, prepare, skipped_csv
-from cnnjobs.errors import JobError, TrainingFailed
+from cnnjobs.data.pipeline import build_datasets, normalization, stream_limits
+from cnnjobs.data.shards import Manifest, skipped_csv
+from cnnjobs.results import files
+from cnnjobs.results.epochs import summarize_epochs
+from cnnjobs.results.lifecycle import run_lifecycle
 from cnnjobs.results.plots import save_plots
 from cnnjobs.results.rundir import RunDir, utc_now
-from cnnjobs.results.summary import split_metrics
+from cnnjobs.results.summary import DataFacts, TrainSummary
 from cnnjobs.spec import JobSpec
-from cnnjobs.train.loop import BEST_FILE, MODEL_FILE, train_loop
+from cnnjobs.train.launch import launch
+from cnnjobs.train.loop import train_loop
 from cnnjobs.train.progress import ProgressTracker, Snapshot
-from cnnjobs.train.session import ray_session
 
-log = logging.getLogger("cnnjobs")
 REPORT_POLL_S = "0.25"  # seconds between the Train controller's polls of the workers
 IN_MEMORY_SHARE = 0.25  # of the object store, for datasets small enough to decode once and keep
 
@@ -42,43 +41,13 @@ ProgressCallback = Callable[[str, Snapshot | None, list[dict[str, Any]]], None]
 
 @dataclass(frozen=True)
 class RunResult:
-    """What `submit` returns: the run folder and its `summary.json` content."""
+    """What `submit` returns: the run folder and its summary."""
 
     run_dir: str
-    summary: dict[str, Any]
+    summary: TrainSummary
 
 
-def check_monitor(job: JobSpec, manifest: Manifest) -> None:
-    """The keys that name tasks must fit the data: monitored metrics (`val/<task>/acc`; `top5` needs more than
-    5 classes) and `model.heads` (a `sigmoid` head needs exactly two classes)."""
-    tasks = ", ".join(manifest.tasks)
-    monitors = {"train.monitor": job.train.monitor}
-    if job.train.early_stopping and job.train.early_stopping.monitor:
-        monitors["train.early_stopping.monitor"] = job.train.early_stopping.monitor
-    if getattr(job.train.schedule, "monitor", None):
-        monitors["train.schedule.monitor"] = job.train.schedule.monitor
-    for key, monitor in monitors.items():
-        parts = monitor.split("/")
-        if len(parts) == 3 and parts[1] not in manifest.tasks:
-            raise JobError(f"{key}: no task {parts[1]!r} in the data (tasks: {tasks})")
-        if len(parts) == 3 and parts[2] == "top5" and len(manifest.tasks[parts[1]]) <= 5:
-            raise JobError(f"{key}: {parts[1]} has {len(manifest.tasks[parts[1]])} classes; top5 needs more than 5")
-    for task, head in job.model.heads.items():
-        if task not in manifest.tasks:
-            raise JobError(f"model.heads.{task}: no task {task!r} in the data (tasks: {tasks})")
-        if head.output == "sigmoid" and len(manifest.tasks[task]) != 2:
-            raise JobError(f"model.heads.{task}.output: sigmoid needs two classes ({task} has "
-                           f"{len(manifest.tasks[task])})")
-
-
-def resolve_use_gpu(job: JobSpec) -> bool:
-    """`scaling.use_gpu: auto` means a GPU per worker when the connected cluster has that many."""
-    if job.scaling.use_gpu == "auto":
-        return ray.cluster_resources().get("GPU", 0) >= job.scaling.num_workers
-    return bool(job.scaling.use_gpu)
-
-
-def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, *,
+def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, use_gpu: bool, *,
                   datasets: dict[str, ray.data.Dataset] | None = None,
                   callbacks: list[Any] = ()) -> TorchTrainer:
     """The TorchTrainer for `job`: one DDP worker per `scaling.num_workers`, checkpoints into the run folder.
@@ -88,7 +57,6 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, 
     # Train V2 workers queue one report at a time and the controller collects it only when it polls (every 2 s
     # by default): with short epochs every `report` waited for the poll. Ray passes this on to its controller.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", REPORT_POLL_S)
-    use_gpu = resolve_use_gpu(job)
     resources = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     fs, _ = storage.resolve(run.location)
     datasets = datasets or training_datasets(job, manifest)
@@ -135,6 +103,15 @@ def _ingest_options() -> ray.data.ExecutionOptions:
     return options
 
 
+def data_facts(job: JobSpec, manifest: Manifest, cached: bool) -> DataFacts:
+    """What a run records of its data: shards, shape, classes, rows, and the normalization the model saw."""
+    mean, std = normalization(job.data.normalize, manifest)
+    return DataFacts(shards=manifest.location, cached=cached, image_shape=list(manifest.image_shape),
+                     tasks={task: len(classes) for task, classes in manifest.tasks.items()}, classes=manifest.tasks,
+                     rows={split: manifest.num_rows(split) for split in manifest.files},
+                     skipped=len(manifest.skipped), mean=list(mean), std=list(std))
+
+
 def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCallback | None = None) -> RunResult:
     """Run `job` to the end on Ray Train and return its summary.
 
@@ -143,46 +120,34 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
     """
     submitted = time.time()
     notify = on_progress or (lambda *args: None)
-    notify("preparing data", None, [])
-    manifest, cached = prepare(job.data, start_ray=True)
-    check_monitor(job, manifest)
-    run = RunDir.create(job)
-    if manifest.skipped:  # images and rows left out of the data, with the reason
-        storage.write_text(run.path(SKIPPED), skipped_csv(manifest))
-    summary: dict[str, Any] = {
-        "job": job.name, "run_id": run.run_id, "run_dir": run.location, "kind": "train", "status": "running",
-        "started": utc_now(), "monitor": job.train.monitor, "mode": job.train.monitor_mode,
-        "arch": job.model.arch, "epochs": job.train.epochs,
-        "data": {"shards": manifest.location, "cached": cached, "image_shape": list(manifest.image_shape),
-                 "tasks": {t: len(c) for t, c in manifest.tasks.items()}, "classes": manifest.tasks,
-                 "rows": {split: manifest.num_rows(split) for split in manifest.files},
-                 "skipped": len(manifest.skipped)},
-    }
-    run.write_summary(summary)
-    rows: list[dict[str, Any]] = []
-    try:
-        with ray_session(run.logs_dir, address=address, workers=job.scaling.num_workers,
-                         cpus_per_worker=job.scaling.cpus_per_worker):
+    with launch(job, address, lambda phase: notify(phase, None, [])) as launched:
+        manifest = launched.manifest
+        run = RunDir.create(job.output.dir, job.name, job.to_yaml())
+        launched.session.attach(run.logs_dir)
+        if manifest.skipped:  # images and rows left out of the data, with the reason
+            storage.write_text(run.path(files.SKIPPED), skipped_csv(manifest))
+        summary = TrainSummary(job=job.name, run_id=run.run_id, run_dir=run.location, started=utc_now(),
+                               monitor=job.train.monitor, mode=job.train.monitor_mode, arch=job.model.arch,
+                               epochs=job.train.epochs, use_gpu=launched.use_gpu,
+                               data=data_facts(job, manifest, launched.cached))
+        rows: list[dict[str, Any]] = []
+
+        def finish(final: TrainSummary) -> None:
+            summarize_epochs(final, rows)
+            if rows:
+                run.write_metrics(rows)
+                save_plots(run.location, final, rows)
+
+        with run_lifecycle(run, summary, resume=f"cnnjobs submit --resume {run.location}", finish=finish):
             notify("starting workers", None, rows)
             tracker = ProgressTracker.remote()
-            summary["use_gpu"] = resolve_use_gpu(job)
-            result = _fit_with_progress(build_trainer(job, manifest, run, tracker), tracker, run, rows, notify)
+            trainer = build_trainer(job, manifest, run, tracker, launched.use_gpu)
+            result = _fit_with_progress(trainer, tracker, run, rows, notify)
             first_step = ray.get(tracker.poll.remote(len(rows))).first_step_at
-            summary["to_first_step_s"] = round(first_step - submitted, 1) if first_step else None
-            summary["first_step_at"] = first_step
+            summary.to_first_step_s = round(first_step - submitted, 1) if first_step else None
+            summary.first_step_at = first_step
             keep_best_model(result.checkpoint, run)
-    except JobError:
-        raise
-    except BaseException as exc:  # training broke (or Ctrl-C): the run folder says so, nothing written is lost
-        log.error("training failed:\n%s", traceback.format_exc())
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        summary.update(status="interrupted" if interrupted else "failed", error=_first_line(exc))
-        _finish(run, summary, rows, time.time())
-        if interrupted:
-            raise
-        raise TrainingFailed(f"training failed: {_first_line(exc)}", run.location) from exc
-    summary.update(status="succeeded", best_model="best_model.pt")
-    _finish(run, summary, rows, time.time())
+            summary.best_model = files.BEST_MODEL
     return RunResult(run.location, summary)
 
 
@@ -218,28 +183,11 @@ def keep_best_model(checkpoint: ray.train.Checkpoint | None, run: RunDir) -> Non
     if checkpoint is None:
         raise RuntimeError("training reported no checkpoint")
     fs = checkpoint.filesystem
-    best = f"{checkpoint.path}/{BEST_FILE}"
-    source = best if fs.get_file_info(best).type == pafs.FileType.File else f"{checkpoint.path}/{MODEL_FILE}"
-    target_fs, target = storage.resolve(run.path(BEST_FILE))
+    best = f"{checkpoint.path}/{files.CHECKPOINT_BEST}"
+    source = best if fs.get_file_info(best).type == pafs.FileType.File else \
+        f"{checkpoint.path}/{files.CHECKPOINT_MODEL}"
+    target_fs, target = storage.resolve(run.path(files.BEST_MODEL))
     if isinstance(fs, pafs.LocalFileSystem) and isinstance(target_fs, pafs.LocalFileSystem):
         shutil.copyfile(source, target)
     else:
         pafs.copy_files(source, target, source_filesystem=fs, destination_filesystem=target_fs)
-
-
-def _finish(run: RunDir, summary: dict[str, Any], rows: list[dict[str, Any]], finished: float) -> None:
-    summary["finished"] = utc_now()
-    summary["duration_s"] = round(finished - run.started, 1)
-    summary["epochs_run"] = len(rows)
-    if rows:
-        summary.update(split_metrics(rows, summary["monitor"], summary["data"].get("classes")))
-        run.write_metrics(rows)
-    run.write_summary(summary)
-    if rows:
-        save_plots(run, summary, rows)
-    run.upload_logs()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
-    return text.splitlines()[0][:300]

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Literal
 import torch
 from torch import nn
 
-from cnnjobs.spec import CosineSchedule, PlateauSchedule, StepSchedule, TrainSpec, metric_mode
+from cnnjobs.metrics import is_better, metric_mode
+from cnnjobs.spec import CosineSchedule, PlateauSchedule, StepSchedule, TrainSpec
 
 
 def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
@@ -26,11 +27,6 @@ def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.opt
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
     return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
-
-
-def is_better(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
-    """Whether `value` improves on `best` by more than `min_delta` for a metric that is better `mode`."""
-    return best is None or (value < best - min_delta if mode == "min" else value > best + min_delta)
 
 
 @dataclass

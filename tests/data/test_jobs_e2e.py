@@ -12,6 +12,7 @@ from cnnjobs.data import shards
 from cnnjobs.data.synth import synth
 from cnnjobs.spec import load_job
 from cnnjobs.train.runner import submit
+from tests.conftest import seeded_job, stand_in
 
 pytestmark = pytest.mark.slow
 
@@ -28,23 +29,22 @@ JOBS = {  # job file -> (stand-in, its size, overrides that keep the run short)
 @pytest.mark.parametrize("name", list(JOBS))
 def test_seed_job_runs_on_its_stand_in(name, ray_cluster, tmp_path, cache_dir):
     kind, size, overrides = JOBS[name]
-    path = synth(kind, tmp_path / "data", n=size)
-    job = load_job(f"jobs/{name}.yaml", [f"data.source.path={path}", f"data.cache_dir={cache_dir}",
-                                         f"output.dir={tmp_path / 'runs'}", "train.epochs=1",
-                                         "scaling.use_gpu=false", *overrides])
+    path = stand_in(kind, tmp_path / "data", n=size)
+    job = seeded_job(f"jobs/{name}.yaml", f"data.source.path={path}", f"data.cache_dir={cache_dir}",
+                     f"output.dir={tmp_path / 'runs'}", "train.epochs=1", "scaling.use_gpu=false", *overrides)
     result = submit(job)
     summary = result.summary
-    assert summary["status"] == "succeeded"
-    assert 0 <= summary["metrics"]["val"]["acc"] <= 1
+    assert summary.status == "succeeded"
+    assert 0 <= summary.metrics["val"].acc <= 1
     expected_tasks = {"fashion_multi": {"gender", "articleType", "baseColour"}, "mnist_lenet": {"digit"}}
-    assert set(summary["data"]["tasks"]) == expected_tasks.get(name, {"label"})
+    assert set(summary.data.tasks) == expected_tasks.get(name, {"label"})
     skipped = Path(result.run_dir) / "skipped.csv"
     if name == "fashion_multi":  # malformed rows and filtered images are listed with their reason
         rows = list(csv.DictReader(open(skipped)))
-        assert summary["data"]["skipped"] == len(rows) > 0
+        assert summary.data.skipped == len(rows) > 0
         assert any(row["reason"].startswith("malformed row") for row in rows)
     else:
-        assert summary["data"]["skipped"] == 0 and not skipped.exists()
+        assert summary.data.skipped == 0 and not skipped.exists()
 
 
 def test_parallel_shards_equal_serial_ones(ray_cluster, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cnnjobs.errors import JobError
-from cnnjobs.models import build_model, list_models, model_info
+from cnnjobs.models import build_model, catalog, list_models
 from cnnjobs.models.summary import count_params, layer_table
 from cnnjobs.spec import ModelSpec
 
@@ -18,13 +18,15 @@ TORCHVISION = ["convnext_tiny", "efficientnet_b0", "mobilenet_v2", "resnet18", "
 def test_registry_holds_the_seed_and_torchvision_architectures():
     assert set(SEED_ARCHS + TORCHVISION) <= set(list_models())
     assert list_models("res*") == ["resnet18", "resnet50", "resnext50_32x4d"]
-    assert "seed 003" in model_info("resnext50_32x4d").source and model_info("resnext50_32x4d").pretrained
-    assert not model_info("lenet5").pretrained
+    assert set(list_models()) == set(catalog.names()), "every catalogued architecture has a constructor"
+    resnext = catalog.architecture("resnext50_32x4d")
+    assert "seed 003" in resnext.source and resnext.pretrained
+    assert not catalog.architecture("lenet5").pretrained
 
 
 @pytest.mark.parametrize("arch", SEED_ARCHS + TORCHVISION)
 def test_forward_and_backward_small_then_forward_at_default_size(arch):
-    info = model_info(arch)
+    info = catalog.architecture(arch)
     small = (max(info.min_size, 32),) * 2
     model = build_model(ModelSpec(arch=arch), {"a": 7, "b": 2}, small, 1)
     out = model(torch.randn(2, 1, *small))
@@ -83,3 +85,18 @@ def test_sizes_below_an_architectures_minimum_name_the_image_size():
         build_model(ModelSpec(arch="convnext_tiny"), {"label": 2}, (16, 16), 3)
     with pytest.raises(JobError, match="data.image_size: catsdogs_cnn"):
         build_model(ModelSpec(arch="catsdogs_cnn"), {"label": 2}, (20, 20), 3)
+
+
+@pytest.mark.parametrize("arch", SEED_ARCHS + ["convnext_tiny"])
+def test_the_catalogs_minimum_size_is_the_networks_own(arch):
+    """The schema refuses small images from the torch-free catalog; the network itself must agree exactly."""
+    info = catalog.architecture(arch)
+    backbone = build_model(ModelSpec(arch=arch), {"a": 2}, (info.min_size, info.min_size), 3).backbone.eval()
+    with torch.no_grad():
+        backbone(torch.zeros(1, 3, info.min_size, info.min_size))
+    spec = ModelSpec(arch=arch)
+    with pytest.raises(Exception):  # one pixel less: a convolution or pooling finds no room
+        from cnnjobs.models.registry import _BUILDERS
+
+        _BUILDERS[arch](spec, 3, (info.min_size - 1, info.min_size - 1))[0].eval()(
+            torch.zeros(1, 3, info.min_size - 1, info.min_size - 1))

@@ -7,8 +7,9 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
-from cnnjobs.results.summary import per_class_table
-from cnnjobs.train.metrics import Tally
+from cnnjobs.metrics import most_confused
+from cnnjobs.results.epochs import class_rows
+from cnnjobs.train.tally import Tally
 
 
 def test_tally_metrics_match_sklearn_per_task_and_combined():
@@ -34,8 +35,10 @@ def test_tally_metrics_match_sklearn_per_task_and_combined():
     assert metrics["val/loss"] == pytest.approx(0.5 * 2.0 + 1.0 * 0.5), "the weighted sum training minimizes"
 
 
-def test_per_class_table_is_seed_003s_holdout_table():
-    rows = per_class_table([[3, 0, 0], [1, 2, 0], [0, 0, 0]], ["car", "frog", "lizard"])
-    assert rows == [{"class": "car", "count": 3, "correct": 3, "acc": 1.0},
-                    {"class": "frog", "count": 3, "correct": 2, "acc": pytest.approx(2 / 3)},
-                    {"class": "lizard", "count": 0, "correct": 0, "acc": None}]
+def test_per_class_rows_are_seed_003s_holdout_table_with_precision():
+    rows = class_rows([[3, 0, 0], [1, 2, 0], [0, 0, 0]], ["car", "frog", "lizard"])
+    assert [(r.name, r.count, r.correct) for r in rows] == [("car", 3, 3), ("frog", 3, 2), ("lizard", 0, 0)]
+    assert [r.recall for r in rows] == [1.0, pytest.approx(2 / 3), None]  # lizard has no images
+    assert [r.precision for r in rows] == [0.75, 1.0, None]  # 3 of the 4 "car" predictions were cars
+    assert most_confused(np.array([[3, 0, 0], [1, 2, 0], [0, 0, 0]]), ["car", "frog", "lizard"]) == [
+        ("frog", "car", 1)]

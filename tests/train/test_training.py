@@ -13,11 +13,10 @@ import torch
 
 from cnnjobs.data.pipeline import decode_images, normalization, to_model_input
 from cnnjobs.data.shards import Manifest
-from cnnjobs.data.synth import synth
 from cnnjobs.models import build_model
-from cnnjobs.spec import load_job
 from cnnjobs.train.loop import seed_everything
 from cnnjobs.train.runner import submit
+from tests.conftest import seeded_job, stand_in
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +26,13 @@ def rows_of(result) -> list[dict[str, str]]:
 
 
 def digits(tmp_path: Path, cache_dir: str, *overrides: str):
-    return load_job("jobs/digits_lenet.yaml", [f"data.cache_dir={cache_dir}", f"output.dir={tmp_path}",
-                                               "scaling.use_gpu=false", *overrides])
+    return seeded_job("jobs/digits_lenet.yaml", f"data.cache_dir={cache_dir}", f"output.dir={tmp_path}",
+                      "scaling.use_gpu=false", *overrides)
 
 
 def evaluate_saved_model(result, job, split: str = "test") -> float:
     """Accuracy of the run's best_model.pt on a split, computed here with plain torch from the shards."""
-    manifest = Manifest.load(result.summary["data"]["shards"])
+    manifest = Manifest.load(result.summary.data.shards)
     table = pq.read_table(manifest.paths(split))
     images = torch.from_numpy(decode_images(table, manifest.image_shape)["image"])
     table = table.to_pydict()
@@ -47,20 +46,20 @@ def evaluate_saved_model(result, job, split: str = "test") -> float:
 
 
 def test_fashion_multi_learns_all_three_heads(ray_cluster, tmp_path, cache_dir):
-    styles = synth("fashion", tmp_path / "fashion", n=600)
-    job = load_job("jobs/fashion_multi.yaml", [
+    styles = stand_in("fashion", tmp_path / "fashion", n=600)
+    job = seeded_job("jobs/fashion_multi.yaml", *[
         f"data.source.path={styles}", f"data.cache_dir={cache_dir}", f"output.dir={tmp_path}",
         # 12 epochs: MobileNetV2 from scratch on 464 images; at 8 articleType sat at 0.32-0.48 depending on the
         # shuffle order alone (val is 116 images), around the 2.5x-chance bar (0.42). Runs are seeded: same result.
         "scaling.use_gpu=false", "train.epochs=12", "train.validate_every=1", "train.checkpoint_every=4",
         "train.batch_size=32", "data.augment=null"])
     result = submit(job)
-    tasks = result.summary["data"]["tasks"]
+    tasks = result.summary.data.tasks
     assert set(tasks) == {"gender", "articleType", "baseColour"}
-    val = result.summary["metrics"]["val"]["tasks"]
+    val = result.summary.metrics["val"].tasks
     for task, classes in tasks.items():
-        assert val[task]["acc"] > 2.5 / classes, (task, val[task]["acc"])  # chance is 1/classes
-    assert result.summary["metrics"]["val"]["acc"] == pytest.approx(np.mean([v["acc"] for v in val.values()]))
+        assert val[task].acc > 2.5 / classes, (task, val[task].acc)  # chance is 1/classes
+    assert result.summary.metrics["val"].acc == pytest.approx(np.mean([v.acc for v in val.values()]))
     assert "val/articleType/top5" in rows_of(result)[0], "top-5 for the task with more than 5 classes"
     assert (Path(result.run_dir) / "learning_curves.png").stat().st_size > 10_000
 
@@ -71,14 +70,14 @@ def test_early_stopping_restores_the_best_epoch_and_plateau_lowers_the_lr(ray_cl
                  "train.schedule={type: plateau, patience: 1, factor: 0.5, min_delta: 0.02}")
     result = submit(job)
     summary, rows = result.summary, rows_of(result)
-    assert summary["stopped_early"] and len(rows) < 25 and rows[-1]["stopped_early"] == "1"
+    assert summary.stopped_early and len(rows) < 25 and rows[-1]["stopped_early"] == "1"
     accs = [float(row["val/acc"]) for row in rows]
-    assert summary["best_epoch"] == 1 + int(np.argmax(accs))
-    assert summary["best_epoch"] >= len(rows) - 2, "stopped at most `patience` validations after the best"
+    assert summary.best_epoch == 1 + int(np.argmax(accs))
+    assert summary.best_epoch >= len(rows) - 2, "stopped at most `patience` validations after the best"
     lrs = [float(row["lr"]) for row in rows]
     assert lrs[0] == 0.05 and min(lrs) < 0.05 and lrs == sorted(lrs, reverse=True)
     # The tested and kept weights are the best epoch's, not the last one's.
-    assert evaluate_saved_model(result, job) == pytest.approx(summary["metrics"]["test"]["acc"])
+    assert evaluate_saved_model(result, job) == pytest.approx(summary.metrics["test"].acc)
     assert (Path(result.run_dir) / "confusion_digit.png").exists()
 
 
@@ -94,7 +93,7 @@ def test_frozen_backbone_is_unchanged_and_thaws_after_unfreeze_after(ray_cluster
     thawing = digits(tmp_path, cache_dir, "train.epochs=2", "model.freeze=backbone", "model.unfreeze_after=1",
                      "scaling.num_workers=2", "train.monitor=train/loss", "train.mode=max")  # keeps epoch 1
     result = submit(thawing)
-    assert result.summary["status"] == "succeeded" and result.summary["best_epoch"] == 1
+    assert result.summary.status == "succeeded" and result.summary.best_epoch == 1
     after_one = torch.load(Path(result.run_dir) / "best_model.pt")
     assert all(torch.equal(initial[k], after_one[k]) for k in backbone), "frozen during epoch 1, on both workers"
     last = torch.load(sorted(Path(result.run_dir).glob("checkpoint_*/model.pt"))[-1])  # epoch 2's weights
@@ -107,4 +106,4 @@ def test_single_gpu_with_mixed_precision_and_channels_last(ray_cluster, tmp_path
     job = digits(tmp_path, cache_dir, "train.epochs=4", "scaling.use_gpu=true", "train.precision=bf16",
                  "train.channels_last=true")
     result = submit(job)
-    assert result.summary["use_gpu"] and result.summary["metrics"]["test"]["acc"] > 0.8
+    assert result.summary.use_gpu and result.summary.metrics["test"].acc > 0.8

@@ -12,10 +12,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from cnnjobs.metrics import TOP_K, macro_f1, metric_name
 from cnnjobs.models.heads import predicted_class
-from cnnjobs.results.summary import macro_f1
-
-TOP_K = 5  # top-5 accuracy is reported for tasks with more than TOP_K classes
 
 
 @dataclass
@@ -67,13 +65,15 @@ class Tally:
         out: dict[str, float] = {}
         for task, confusion in self.confusion.items():
             count = max(int(confusion.sum()), 1)
-            out[f"{prefix}/{task}/loss"] = self.loss[task] / count
-            out[f"{prefix}/{task}/acc"] = float(np.trace(confusion)) / count
-            out[f"{prefix}/{task}/f1"] = macro_f1(confusion)
+            out[metric_name(prefix, "loss", task)] = self.loss[task] / count
+            out[metric_name(prefix, "acc", task)] = float(np.trace(confusion)) / count
+            out[metric_name(prefix, "f1", task)] = macro_f1(confusion)
             if task in self.top_hits:
-                out[f"{prefix}/{task}/top{TOP_K}"] = self.top_hits[task] / count
+                out[metric_name(prefix, f"top{TOP_K}", task)] = self.top_hits[task] / count
         weights = weights or {}
-        out[f"{prefix}/loss"] = sum(weights.get(t, 1.0) * out[f"{prefix}/{t}/loss"] for t in self.loss)
-        out[f"{prefix}/acc"] = float(np.mean([out[f"{prefix}/{t}/acc"] for t in self.loss]))
-        out[f"{prefix}/f1"] = float(np.mean([out[f"{prefix}/{t}/f1"] for t in self.loss]))
+        tasks = list(self.loss)
+        out[metric_name(prefix, "loss")] = sum(weights.get(t, 1.0) * out[metric_name(prefix, "loss", t)]
+                                               for t in tasks)
+        for kind in ("acc", "f1"):
+            out[metric_name(prefix, kind)] = float(np.mean([out[metric_name(prefix, kind, t)] for t in tasks]))
         return out

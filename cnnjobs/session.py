@@ -2,14 +2,17 @@
 
 The terminal belongs to cnnjobs' own progress view, so Ray's driver-side loggers write to `<run>/logs/ray.log`
 and worker output stays in Ray's session logs (`log_to_driver=False`), whose folder is recorded in the run's logs.
+Until the run folder exists (checks come first), Ray's lines are held in memory and written there once it does.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import math
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import ray
@@ -17,6 +20,7 @@ import ray._private.worker as ray_worker  # private: the hook for raylet message
 import ray.data
 
 _LOGGERS = ("ray", "cnnjobs", "py.warnings")
+_HELD_LINES = 10_000
 
 
 def local_cpus(workers: int, cpus_per_worker: float) -> int:
@@ -28,14 +32,35 @@ def local_cpus(workers: int, cpus_per_worker: float) -> int:
     return max(os.cpu_count() or 1, math.ceil(workers * cpus_per_worker) + 1)
 
 
+@dataclass
+class RaySession:
+    """The Ray instance a run uses: whether it is on this machine alone, and where its log lines go."""
+
+    local: bool  # a single-node instance on this machine (the embedded one, or `ray start --head` here)
+    started: bool  # started by this session (and stopped at its end)
+    _held: logging.handlers.MemoryHandler
+
+    def attach(self, logs_dir: str) -> None:
+        """Write Ray's log lines (those held so far, and all later ones) to `<logs_dir>/ray.log`."""
+        os.makedirs(logs_dir, exist_ok=True)
+        target = logging.FileHandler(os.path.join(logs_dir, "ray.log"))
+        target.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._held.setTarget(target)
+        self._held.flush()
+        self._held.capacity = 1  # from now on every line goes straight to the file
+        try:
+            session = ray_worker._global_node.get_session_dir_path()  # local node only
+        except AttributeError:
+            return
+        with open(os.path.join(logs_dir, "ray_session.txt"), "w") as out:
+            out.write(f"worker logs: {os.path.join(session, 'logs')}\n")
+
+
 @contextmanager
-def _logs_to(path: str) -> Iterator[None]:
-    """Send Ray's driver-side output (loggers, warnings, raylet error pushes) to `path` for the duration."""
-    handler = logging.FileHandler(path)
+def _logs_held(handler: logging.Handler) -> Iterator[None]:
+    """Send Ray's driver-side output (loggers, warnings, raylet error pushes) to `handler` for the duration."""
     handler.setLevel(logging.INFO)  # ray.data logs at DEBUG otherwise
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
-             for name in _LOGGERS}
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate) for name in _LOGGERS}
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
@@ -70,16 +95,21 @@ def _quiet_ray_children() -> None:
             logger.propagate = True
 
 
+def _single_local_node() -> bool:
+    """Whether the connected cluster is one node, and it is the one this driver runs on."""
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    return len(alive) == 1 and alive[0]["NodeID"] == ray.get_runtime_context().get_node_id()
+
+
 @contextmanager
-def ray_session(logs_dir: str, address: str | None = None, workers: int = 1,
-                cpus_per_worker: float = 1.0) -> Iterator[None]:
+def ray_session(address: str | None = None, workers: int = 1, cpus_per_worker: float = 1.0) -> Iterator[RaySession]:
     """Use the Ray cluster at `address` / `RAY_ADDRESS`, or start a local one and stop it afterwards.
 
     A Ray instance already initialized in this process (e.g. by a test session) is used as it is.
     """
-    os.makedirs(logs_dir, exist_ok=True)
+    held = logging.handlers.MemoryHandler(_HELD_LINES, flushLevel=logging.CRITICAL + 1)
     started = False
-    with _logs_to(os.path.join(logs_dir, "ray.log")):
+    with _logs_held(held):
         _quiet_ray_children()
         if not ray.is_initialized():
             target = address or os.environ.get("RAY_ADDRESS")
@@ -92,19 +122,8 @@ def ray_session(logs_dir: str, address: str | None = None, workers: int = 1,
                 started = True
         _quiet_ray_children()
         ray.data.DataContext.get_current().enable_progress_bars = False
-        _record_session_logs(logs_dir)
         try:
-            yield
+            yield RaySession(local=started or _single_local_node(), started=started, _held=held)
         finally:
             if started:
                 ray.shutdown()
-
-
-def _record_session_logs(logs_dir: str) -> None:
-    """Write where Ray keeps the workers' stdout/stderr for this run."""
-    try:
-        session = ray._private.worker._global_node.get_session_dir_path()  # local node only
-    except AttributeError:
-        return
-    with open(os.path.join(logs_dir, "ray_session.txt"), "w") as out:
-        out.write(f"worker logs: {os.path.join(session, 'logs')}\n")

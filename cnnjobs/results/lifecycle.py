@@ -1,0 +1,74 @@
+"""One owner for a run's life: status, timings, errors, logs and the final write, for `submit` and `search` alike."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+from cnnjobs.errors import JobError, TrainingFailed
+from cnnjobs.results.rundir import RunDir, utc_now
+from cnnjobs.results.summary import TrainSummary, TuneSummary
+
+S = TypeVar("S", TrainSummary, TuneSummary)
+log = logging.getLogger("cnnjobs")
+
+
+@contextmanager
+def run_lifecycle(run: RunDir, summary: S, *, resume: str,
+                  finish: Callable[[S], None] | None = None) -> Iterator[S]:
+    """Own `run` from its first summary to its last; the caller trains inside the block and fills in `summary`.
+
+    On the way out, whatever happened, the summary gets its outcome, times and error, `finish(summary)` runs
+    (metrics from the epochs, plots), and the summary is written last:
+      - no exception: `succeeded`, unless the caller set another status (a search that Tune cut short);
+      - Ctrl-C: `interrupted`, with `resume` (the command that continues the run) in the summary; re-raised;
+      - `JobError` (bad input found late, e.g. by the cluster): `failed` with its message; re-raised;
+      - anything else: `failed`, the traceback in `logs/cnnjobs.log`; raised as `TrainingFailed`.
+    `summary.duration_s` adds up over the sessions of a resumed run.
+    """
+    earlier = summary.duration_s or 0.0
+    summary.status, summary.error, summary.resume = "running", None, None
+    run.write_summary(summary)
+    try:
+        yield summary
+    except KeyboardInterrupt:
+        summary.status, summary.resume = "interrupted", resume
+        _close(run, summary, earlier, finish)
+        raise
+    except JobError as exc:
+        summary.status, summary.error = "failed", str(exc)
+        _close(run, summary, earlier, finish)
+        raise
+    except BaseException as exc:
+        logged = run.log_traceback(traceback.format_exc())
+        summary.status, summary.error = "failed", first_line(exc)
+        _close(run, summary, earlier, finish)
+        raise TrainingFailed(f"{summary.kind} failed: {summary.error} (traceback in {logged})",
+                             run.location) from exc
+    if summary.status == "running":
+        summary.status = "succeeded"
+    elif summary.status == "interrupted":
+        summary.resume = resume
+    _close(run, summary, earlier, finish)
+
+
+def _close(run: RunDir, summary: S, earlier: float, finish: Callable[[S], None] | None) -> None:
+    summary.finished = utc_now()
+    summary.duration_s = round(earlier + time.time() - run.started, 1)
+    if finish is not None:
+        try:
+            finish(summary)
+        except Exception:  # noqa: BLE001 - the outcome must be written even when a plot cannot be drawn
+            run.log_traceback(traceback.format_exc())
+            log.exception("finishing the run folder failed")
+    run.write_summary(summary)
+    run.upload_logs()
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line (its class name when it has none)."""
+    text = str(exc).strip() or exc.__class__.__name__
+    return text.splitlines()[0][:300]

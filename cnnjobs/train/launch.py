@@ -1,0 +1,68 @@
+"""Everything a run does before it trains, in the order that fails fastest: list the data and check the job
+against it, check the machine, start or join Ray and check the cluster, then write the shards.
+
+`submit`, `search` and `plan` all start here, so a job is refused for the same reasons, with the same words,
+whichever command runs it; nothing is written and no Ray instance is started for a job that would be refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import ray
+
+from cnnjobs.checks import check_cluster, check_machine, check_tasks
+from cnnjobs.data.shards import Manifest, plan_shards
+from cnnjobs.errors import JobError
+from cnnjobs.session import RaySession, ray_session
+from cnnjobs.spec import JobSpec
+
+# An error that names a job key (but not yet the job file) comes from the data or the checks.
+_NAMES_A_KEY = re.compile(r"^(data|model|train|scaling|output|tune)[.:]")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A job ready to train: its shards, the Ray session, and the hardware decisions taken for it."""
+
+    manifest: Manifest
+    cached: bool  # the shards were there already
+    session: RaySession
+    use_gpu: bool
+
+
+@contextmanager
+def located(job: JobSpec) -> Iterator[None]:
+    """Prefix errors that name a job key with the job file, as the schema's own errors are."""
+    try:
+        yield
+    except JobError as exc:
+        if _NAMES_A_KEY.match(str(exc)):
+            raise JobError(f"{job.source}: {exc}") from None
+        raise
+
+
+@contextmanager
+def launch(job: JobSpec, address: str | None = None,
+           notify: Callable[[str], None] = lambda phase: None) -> Iterator[Launch]:
+    """Check `job` against its data and hardware, join or start Ray, write the shards; Ray stops on exit
+    when this started it."""
+    with located(job):
+        notify("listing data")
+        plan = plan_shards(job.data)  # a missing path or a bad table stops here, before Ray starts
+        check_tasks(job, plan.tasks)
+        embedded = not (address or os.environ.get("RAY_ADDRESS") or ray.is_initialized())
+        if embedded:
+            check_machine(job)
+        notify("starting Ray" if embedded else "connecting to Ray")
+        with ray_session(address, job.scaling.num_workers, job.scaling.cpus_per_worker) as session:
+            use_gpu = check_cluster(job, ray.cluster_resources(), in_process=False)
+            if plan.cached is None:
+                notify("writing shards")
+            cached = plan.cached is not None
+            manifest = plan.write()
+            yield Launch(manifest, cached, session, use_gpu)
