@@ -16,3 +16,11 @@ class TrainingFailed(Exception):
     def __init__(self, message: str, run_dir: str) -> None:
         super().__init__(message)
         self.run_dir = run_dir
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run cleanly; its folder says `interrupted` and `resume` is the command that continues it."""
+
+    def __init__(self, run_dir: str, resume: str) -> None:
+        super().__init__(resume)
+        self.run_dir, self.resume = run_dir, resume

@@ -27,14 +27,25 @@ def join(location: str, *parts: str) -> str:
     return posixpath.join(location, *parts) if is_uri(location) else os.path.join(location, *parts)
 
 
-def write_text(location: str, text: str) -> None:
-    """Write a whole text file, creating its folder; replaces the file in one step where the filesystem can."""
+def write_bytes(location: str, data: bytes) -> None:
+    """Write a whole file, creating its folder: written to a temporary file, then renamed over the old one, so a
+    crash or a full disk leaves the previous version intact."""
     fs, path = resolve(location)
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    tmp = path + ".tmp"
-    with fs.open_output_stream(tmp) as out:
-        out.write(text.encode())
-    fs.move(tmp, path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)
+    except BaseException:
+        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+            fs.delete_file(tmp)
+        raise
+
+
+def write_text(location: str, text: str) -> None:
+    """Write a whole text file, safely (see `write_bytes`)."""
+    write_bytes(location, text.encode())
 
 
 def read_text(location: str) -> str:

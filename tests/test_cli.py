@@ -23,7 +23,8 @@ def test_bad_job_file_is_one_line_and_exit_2(tmp_path):
     bad.write_text((REPO / "jobs/digits_lenet.yaml").read_text().replace("lr: 0.05", "lr: -1"))
     done = cnnjobs("submit", str(bad))
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"cnnjobs: error: {bad}:17: train.lr: must be > 0 (got -1)"]
+    line = next(n for n, text in enumerate(bad.read_text().splitlines(), 1) if "lr: -1" in text)
+    assert done.stderr.strip().splitlines() == [f"cnnjobs: error: {bad}:{line}: train.lr: must be > 0 (got -1)"]
     assert "Traceback" not in done.stderr + done.stdout
     assert not (tmp_path / "runs").exists()
 

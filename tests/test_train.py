@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from cnnjobs.data import shards
+from cnnjobs.models import build_model
 from cnnjobs.results.runs import load_run
 from cnnjobs.results.summary import SCHEMA_VERSION
-from cnnjobs.models import build_model
 from cnnjobs.spec import load_job
 from cnnjobs.train.runner import submit
 from tests.conftest import seeded_job

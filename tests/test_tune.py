@@ -16,8 +16,8 @@ import yaml
 from rich.console import Console
 
 from cnnjobs.errors import JobError
-from cnnjobs.spec import load_job
 from cnnjobs.results.render import trials_table
+from cnnjobs.spec import load_job
 from cnnjobs.tune import TrialRow, num_trials, plan_concurrency, rank_rows, results_csv, sampler, search_space
 from tests.conftest import REPO, cli_env
 from tests.test_cli import cnnjobs

@@ -2,27 +2,22 @@
 
 Every geometric change (flips, rotation, shifts, shear, zoom, affine, random resized crop) is folded into one
 affine matrix per image and applied in a single `grid_sample` over the batch; colour jitter and random erasing
-are tensor arithmetic. Batches arrive and leave as uint8 (N, C, H, W), so the pipeline around it is unchanged.
+are tensor arithmetic. Batches arrive and leave as uint8 (N, C, H, W).
 
-Seeding: the random draws of a batch depend on `data.seed`, the batch's content and how many times that batch
-has been augmented before (counted by a small Ray actor), so epoch e of a run sees the same changes on every run
-with the same seed, and different changes from epoch to epoch.
+It runs on the worker, on the batch's device (a GPU augments a batch in microseconds), just before the forward
+pass. The random draws come from a CPU generator seeded by `augment_seed(data.seed, epoch, worker, step)`: the
+same run draws the same changes on every device, resumed or not, and different ones from epoch to epoch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
-import ray
 import torch
 import torch.nn.functional as F
 
 from cnnjobs.spec import AugmentSpec, ColorJitterSpec
-
-Batch = dict[str, np.ndarray]
 
 
 def make_augment(spec: AugmentSpec) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
@@ -33,7 +28,8 @@ def make_augment(spec: AugmentSpec) -> Callable[[torch.Tensor, torch.Generator],
 
     def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         # Flips are exact on uint8; only resampling and colour changes need floats (4x the bytes to move).
-        x = _warp(images.float(), _matrices(spec, images.shape, gen), spec.fill) if geometric else \
+        fill = None if spec.fill_mode == "nearest" else spec.fill
+        x = _warp(images.float(), _matrices(spec, images.shape, gen).to(images.device), fill) if geometric else \
             _flips(images, spec.hflip, spec.vflip, gen)
         if jitter is not None:
             x = _jitter(x.float(), jitter, gen)
@@ -92,10 +88,12 @@ def _matrices(spec: AugmentSpec, shape: torch.Size, gen: torch.Generator) -> tor
     return torch.cat([linear, (offset / half).unsqueeze(-1)], -1).float()
 
 
-def _warp(x: torch.Tensor, theta: torch.Tensor, fill: int) -> torch.Tensor:
-    """Resample every image through its matrix; pixels from outside the image get `fill`."""
+def _warp(x: torch.Tensor, theta: torch.Tensor, fill: int | None) -> torch.Tensor:
+    """Resample every image through its matrix; pixels from outside the image get `fill`, or with `fill=None`
+    the nearest edge pixel (Keras' `fill_mode='nearest'`)."""
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    padding = "border" if fill is None else "zeros"
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
     if fill:  # where the sampling point fell outside the image (cheaper than resampling a mask channel)
         outside = (grid.abs() > 1).any(-1).unsqueeze(1)
         out = out.masked_fill_(outside, float(fill))
@@ -106,19 +104,19 @@ def _flips(x: torch.Tensor, hflip: float, vflip: float, gen: torch.Generator) ->
     n = len(x)
     for p, dim in ((hflip, 3), (vflip, 2)):
         if p:
-            chosen = (torch.rand(n, generator=gen) < p).view(n, 1, 1, 1)
+            chosen = (torch.rand(n, generator=gen) < p).view(n, 1, 1, 1).to(x.device)
             x = torch.where(chosen, x.flip(dim), x)
     return x
 
 
 def _jitter(x: torch.Tensor, spec: ColorJitterSpec, gen: torch.Generator) -> torch.Tensor:
     """Brightness, contrast, saturation (factors in [1-v, 1+v]) and hue rotation, each per image."""
-    n = len(x)
+    n, device = len(x), x.device
 
     def factor(v: float) -> torch.Tensor:
-        return _uniform(gen, n, max(0.0, 1 - v), 1 + v).float().view(n, 1, 1, 1)
+        return _uniform(gen, n, max(0.0, 1 - v), 1 + v).float().view(n, 1, 1, 1).to(device)
 
-    gray_weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    gray_weights = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
     if spec.brightness:
         x = (x * factor(spec.brightness)).clamp(0, 255)
     if spec.contrast:
@@ -136,7 +134,7 @@ def _jitter(x: torch.Tensor, spec: ColorJitterSpec, gen: torch.Generator) -> tor
         rot[:, 1, 1], rot[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
         rot[:, 2, 1], rot[:, 2, 2] = torch.sin(angle), torch.cos(angle)
         mix = torch.linalg.inv(to_yiq) @ rot @ to_yiq
-        x = torch.einsum("nij,njhw->nihw", mix, x).clamp(0, 255)
+        x = torch.einsum("nij,njhw->nihw", mix.to(device), x).clamp(0, 255)
     return x
 
 
@@ -153,41 +151,9 @@ def _erase(x: torch.Tensor, p: float, scale: tuple[float, float], gen: torch.Gen
            & (xs >= left.view(n, 1, 1)) & (xs < (left + ew).view(n, 1, 1)))
     chosen = (torch.rand(n, generator=gen) < p).view(n, 1, 1)
     noise = torch.randint(0, 256, x.shape, generator=gen).float()
-    return torch.where((box & chosen).unsqueeze(1), noise, x)
+    return torch.where((box & chosen).unsqueeze(1).to(x.device), noise.to(x.device), x)
 
 
-def batch_seed(seed: int, batch: Batch, times_seen: int) -> int:
-    """A seed from `data.seed`, the batch's content (a subsample of its pixels and its labels) and its epoch."""
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(np.ascontiguousarray(batch["image"][:, :, ::7, ::7]).tobytes())
-    for name in sorted(batch):
-        if name.startswith("label_"):
-            digest.update(np.ascontiguousarray(batch[name]).tobytes())
-    return int.from_bytes(digest.digest(), "little") ^ (seed * 1_000_003 + times_seen * 7919)
-
-
-def batch_digest(batch: Batch) -> str:
-    """What identifies a batch for the epoch counter."""
-    return str(batch_seed(0, batch, 0))
-
-
-@ray.remote(num_cpus=0)
-class EpochCounter:
-    """Counts how often each batch has been augmented: the epoch, as seen by a stateless map function."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def seen(self, key: str) -> int:
-        count = self.counts.get(key, 0)
-        self.counts[key] = count + 1
-        return count
-
-
-def augment_batch(batch: Batch, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor], seed: int,
-                  counter: Any) -> Batch:
-    """Ray Data `map_batches` function: augment `batch["image"]` (uint8 NCHW) with draws seeded per epoch."""
-    times_seen = ray.get(counter.seen.remote(batch_digest(batch)))
-    gen = torch.Generator().manual_seed(batch_seed(seed, batch, times_seen) % 2**63)
-    batch["image"] = augment(torch.from_numpy(batch["image"]), gen).numpy()
-    return batch
+def augment_seed(data_seed: int, epoch: int, worker: int, step: int) -> int:
+    """The seed of one training step's draws: a function of `data.seed` and the step's place in the run."""
+    return (data_seed * 1_000_003 + epoch * 7919 + worker * 104_729 + step) % 2**63

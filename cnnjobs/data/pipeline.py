@@ -1,25 +1,34 @@
 """The Ray Data side of training: read the shards, decode raw pixels to uint8 NCHW batches, stream to workers.
 
-Pixels stay uint8 through Ray Data (4x less to move than float32); workers turn them into normalized floats on
-their own device (`to_model_input`), which on a GPU is free compared with doing it on the CPU.
+Pixels stay uint8 through Ray Data (4x less to move than float32); workers augment them and turn them into
+normalized floats on their own device (`to_model_input`), which on a GPU is free compared with the CPU.
+
+How a split reaches the workers depends on its size (`build_datasets`):
+  - small (its pixels, once per worker, fit in the in-memory budget): read and decoded on the driver with pyarrow
+    and handed to Ray Data as blocks (`from_arrow`: no read tasks, nothing to schedule), or decoded by Ray Data
+    tasks and materialized when it is larger than `DRIVER_BYTES`; every worker reads it once and keeps it;
+  - large: streamed from the shards every epoch, in blocks of `BLOCK_BYTES`, at most `STREAM_STORE_BYTES` of
+    Ray's object store in flight, so memory stays flat however big the dataset is.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray.data
 import torch
+from ray.data.extensions import ArrowTensorArray
 
 from cnnjobs import storage
-from cnnjobs.data.augment import EpochCounter, augment_batch, make_augment
 from cnnjobs.data.shards import Manifest
-from cnnjobs.spec import AugmentSpec
 
 BLOCK_BYTES = 16 * 2**20  # decoded pixels per Ray Data block and per decode batch
 STREAM_STORE_BYTES = 16 * BLOCK_BYTES  # object store memory one streaming pass may hold
+DRIVER_BYTES = 256 * 2**20  # small splits up to this size are decoded on the driver, without Ray Data tasks
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -69,30 +78,50 @@ def stream_limits() -> ray.data.ExecutionResources:
     return ray.data.ExecutionResources.for_limits(object_store_memory=STREAM_STORE_BYTES)
 
 
-def build_datasets(manifest: Manifest, in_memory_bytes: int = 0, augment: AugmentSpec | None = None,
-                   seed: int = 0) -> dict[str, ray.data.Dataset]:
+@dataclass(frozen=True)
+class TrainingData:
+    """The datasets of a job as training reads them, and which of them every worker reads once and keeps."""
+
+    datasets: dict[str, ray.data.Dataset]
+    kept: tuple[str, ...]
+
+
+def driver_split(manifest: Manifest, split: str) -> ray.data.Dataset:
+    """A small split read and decoded here, handed to Ray Data as in-memory blocks (no read or decode tasks)."""
+    fs, _ = storage.resolve(manifest.location)
+    columns = ["image", *(f"label_{task}" for task in manifest.tasks)]
+    table = pq.read_table([storage.resolve(path)[1] for path in manifest.paths(split)], filesystem=fs,
+                          columns=columns)
+    decoded = decode_images(table, manifest.image_shape)
+    rows_per_block = max(1, BLOCK_BYTES // int(np.prod(manifest.image_shape)))
+    tables = [pa.table({"image": ArrowTensorArray.from_numpy(decoded["image"][start:start + rows_per_block]),
+                        **{name: pa.array(values[start:start + rows_per_block])
+                           for name, values in decoded.items() if name != "image"}})
+              for start in range(0, len(table), rows_per_block)]
+    return ray.data.from_arrow(tables)
+
+
+def build_datasets(manifest: Manifest, in_memory_bytes: int = 0, workers: int = 1) -> TrainingData:
     """The train, val and (when not empty) test datasets of a prepared manifest.
 
-    Splits whose decoded pixels fit in `in_memory_bytes` (together) are materialized in Ray's object store once:
-    starting a streaming read costs seconds per epoch, which dominates on small datasets. Larger splits stream
-    from the shards every epoch, so memory stays flat however big the dataset is. `augment` applies to the train
-    split only, after materialization, so that it is redrawn every epoch.
+    Splits whose decoded pixels, one copy per worker, fit in `in_memory_bytes` (together) are kept: decoded once
+    (on the driver up to `DRIVER_BYTES`, else by Ray Data into its object store) and then read once by every
+    worker, which keeps them (`train/cache.py`). Larger splits stream from the shards every epoch.
     """
-    datasets = {}
+    datasets, kept = {}, []
     image_bytes = int(np.prod(manifest.image_shape))
     for split in manifest.files:
         if not manifest.num_rows(split):
             continue
-        dataset = split_dataset(manifest, split)
         size = manifest.num_rows(split) * image_bytes
-        if size <= in_memory_bytes:
-            dataset = dataset.materialize()
-            in_memory_bytes -= size
-        if split == "train" and augment is not None:
-            dataset = dataset.map_batches(augment_batch, batch_format="numpy", fn_kwargs={
-                "augment": make_augment(augment), "seed": seed, "counter": EpochCounter.remote()})
-        datasets[split] = dataset
-    return datasets
+        if size * workers <= in_memory_bytes:
+            datasets[split] = driver_split(manifest, split) if size <= DRIVER_BYTES else \
+                split_dataset(manifest, split).materialize()
+            kept.append(split)
+            in_memory_bytes -= size * workers
+        else:
+            datasets[split] = split_dataset(manifest, split)
+    return TrainingData(datasets, tuple(kept))
 
 
 def normalization(kind: Literal["dataset", "imagenet", "none"], manifest: Manifest) -> tuple[list[float], list[float]]:

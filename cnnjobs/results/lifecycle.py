@@ -8,7 +8,7 @@ import traceback
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
-from cnnjobs.errors import JobError, TrainingFailed
+from cnnjobs.errors import Interrupted, JobError, TrainingFailed
 from cnnjobs.results.rundir import RunDir, utc_now
 from cnnjobs.results.summary import TrainSummary, TuneSummary
 
@@ -24,7 +24,8 @@ def run_lifecycle(run: RunDir, summary: S, *, resume: str,
     On the way out, whatever happened, the summary gets its outcome, times and error, `finish(summary)` runs
     (metrics from the epochs, plots), and the summary is written last:
       - no exception: `succeeded`, unless the caller set another status (a search that Tune cut short);
-      - Ctrl-C: `interrupted`, with `resume` (the command that continues the run) in the summary; re-raised;
+      - Ctrl-C: `interrupted`, with `resume` (the command that continues the run) in the summary; raised as
+        `Interrupted` (a KeyboardInterrupt) carrying that command;
       - `JobError` (bad input found late, e.g. by the cluster): `failed` with its message; re-raised;
       - anything else: `failed`, the traceback in `logs/cnnjobs.log`; raised as `TrainingFailed`.
     `summary.duration_s` adds up over the sessions of a resumed run.
@@ -34,10 +35,10 @@ def run_lifecycle(run: RunDir, summary: S, *, resume: str,
     run.write_summary(summary)
     try:
         yield summary
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         summary.status, summary.resume = "interrupted", resume
         _close(run, summary, earlier, finish)
-        raise
+        raise Interrupted(run.location, resume) from exc
     except JobError as exc:
         summary.status, summary.error = "failed", str(exc)
         _close(run, summary, earlier, finish)

@@ -104,6 +104,7 @@ class TrainSummary(_Common):
 
     kind: Literal["train"] = "train"
     in_process: bool | None = None
+    driver: str | None = None  # host:pid of the process that trains (or waits on the workers)
     best_epoch: int | None = None
     stopped_early: bool = False
     metrics: dict[str, SplitMetrics] = Field(default_factory=dict)  # train/val at the best epoch, test at the end

@@ -5,9 +5,22 @@ in `job`, reading and overrides in `loader`, error wording in `messages`, the RE
 `docs`. Imports neither torch nor ray: validating a job is instant.
 """
 
-from cnnjobs.spec.data import (AffineSpec, AugmentSpec, BuiltinSource, ColorJitterSpec, CsvSource, DataSpec, Download,
-                               ErasingSpec, FilenameSource, ImageFolderSource, MnistSource, ParquetSource,
-                               ResizedCropSpec, SplitSpec)
+from cnnjobs.spec.data import (
+                               AffineSpec,
+                               AugmentSpec,
+                               BuiltinSource,
+                               ColorJitterSpec,
+                               CsvSource,
+                               DataSpec,
+                               Download,
+                               ErasingSpec,
+                               FilenameSource,
+                               ImageFolderSource,
+                               MnistSource,
+                               ParquetSource,
+                               ResizedCropSpec,
+                               SplitSpec,
+)
 from cnnjobs.spec.job import JobSpec, cross_checks, task_problems
 from cnnjobs.spec.loader import apply_values, load_job, parse_override, validate_job
 from cnnjobs.spec.model import HeadSpec, ModelSpec

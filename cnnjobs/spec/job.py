@@ -64,6 +64,9 @@ def cross_checks(job: JobSpec) -> list[tuple[str, str]]:
         problems.append(("data.image_size", f"{arch.name} needs images of at least {arch.min_size} px "
                                             f"(got {list(job.data.image_size)})"))
     problems += job.model.option_problems()
+    if job.scaling.in_process is True and job.scaling.num_workers != 1:
+        problems.append(("scaling.in_process", f"true runs one loop in the driver process; it cannot run "
+                                               f"{job.scaling.num_workers} workers (set it to auto or false)"))
     problems += task_problems(job, job.data.task_names)
     return problems
 

@@ -17,6 +17,11 @@ class ScalingSpec(Section):
         "auto", description="`auto` uses one GPU per worker when the cluster has enough GPUs."
     )
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each worker.")
+    in_process: bool | Literal["auto"] = Field(
+        "auto", description="Run the training loop in the driver process (Ray Train's local mode): no worker "
+        "process to start, seconds to the first step. `auto`: when the job has one CPU worker and Ray is a single "
+        "node on this machine (the embedded default); `false` always starts worker processes, which "
+        "`train.max_failures` can restart.")
 
 
 class OutputSpec(Section):

@@ -87,6 +87,10 @@ class TrainSpec(Section):
                                                        "fp16 with gradient scaling). CPU always runs fp32.")
     channels_last: bool = Field(False, description="channels_last memory format on GPU (faster convolutions).")
     compile: bool = Field(False, description="torch.compile the model (first epoch slower, later ones faster).")
+    max_failures: int = Field(3, ge=-1, description="Times Ray Train restarts the worker group after a worker dies "
+                              "(a preempted node, an OOM-killed process); it continues from the last checkpoint. "
+                              "-1: no limit. A loop running in the driver process (`scaling.in_process`) cannot "
+                              "be restarted.")
     seed: int = Field(0, description="Seed of weights init, shuffling and dropout: same seed, same metrics.")
     monitor: str = Field("val/acc", description="Metric that picks the best epoch (and checkpoints, early stopping, "
                          "plateau, Tune by default): `val/loss`, `val/acc`, `val/f1`, or `val/<task>/acc` etc.")

@@ -1,41 +1,68 @@
 """The loop each Ray Train worker runs: the plain PyTorch loop of the seeds plus the Ray calls that stand out
 (`get_dataset_shard`, `prepare_model`, `report`, `get_checkpoint`).
 
-Every worker trains on its own slice of the train split (DDP averages the gradients) and evaluates the whole
-validation and test splits; rank 0's validation metrics are broadcast so that all workers take the same
-decisions (best epoch, LR on plateau, early stopping) and call `ray.train.report` equally often.
+Every worker trains on its part of each epoch's batches (DDP averages the gradients) and evaluates its part of
+the validation and test splits; the counts are summed over the workers, so all of them take the same decisions
+(best epoch, LR on plateau, early stopping) and call `ray.train.report` equally often. An epoch is a function of
+the job's seeds and its number alone (the weights, the order of the batches, dropout and augmentation draws), so
+a run continued from a checkpoint ends exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-import os
 import random
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from cnnjobs.data.augment import augment_seed, make_augment
 from cnnjobs.data.pipeline import normalization, to_model_input
 from cnnjobs.data.shards import Manifest
+from cnnjobs.metrics import is_better
 from cnnjobs.models import build_model
 from cnnjobs.models.heads import task_loss
-from cnnjobs.metrics import is_better
-from cnnjobs.results.files import CHECKPOINT_BEST, CHECKPOINT_MODEL, CHECKPOINT_STATE
+from cnnjobs.results import files
 from cnnjobs.spec import JobSpec
+from cnnjobs.train import checkpoints
 from cnnjobs.train.cache import SplitCache
+from cnnjobs.train.distributed import gather_timings, same_on_all_workers, sync_buffers
 from cnnjobs.train.schedules import LrSchedule, early_stopping, make_optimizer
 from cnnjobs.train.tally import Tally
+from cnnjobs.train.timing import StepTimer
 
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class StopRequested(Exception):
+    """The driver asked the loop (running in its own process) to stop after the current step: Ctrl-C."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclass
+class LoopConfig:
+    """What the driver hands every worker."""
+
+    job: JobSpec
+    manifest: Manifest
+    progress: Any  # the ProgressTracker actor rank 0 reports to (None in a search)
+    kept: tuple[str, ...]  # splits every worker reads once and keeps (small, materialized)
+    run_location: str  # where this run's checkpoints are (and, in local mode, where the loop writes them)
+    in_process: bool = False  # Ray Train's local mode: the loop runs in the driver, Ray keeps no checkpoints
+    resume: bool = False  # continue from the newest checkpoint in the run folder (`submit --resume`)
+    stop: threading.Event | None = None  # local mode: set by the driver on Ctrl-C
 
 
 def seed_everything(seed: int) -> None:
@@ -46,17 +73,19 @@ def seed_everything(seed: int) -> None:
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """Ray Train entry point; `config` holds the `JobSpec`, the shard `Manifest` and an optional progress actor."""
-    job: JobSpec = config["job"]
-    manifest: Manifest = config["manifest"]
-    progress = config.get("progress")
-    spec = job.train
+    """Ray Train entry point; `config["loop"]` is the `LoopConfig`."""
+    cfg: LoopConfig = config["loop"]
+    job, manifest, spec = cfg.job, cfg.manifest, cfg.job.train
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    reporter = progress if rank == 0 else None
+    reporter = cfg.progress if rank == 0 else None
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
+    if cfg.progress is not None and ray.get(cfg.progress.fatal_error.remote()):
+        return  # an earlier attempt hit an error that a restart would only repeat (see `fatal`)
 
+    if not on_gpu:  # as many threads as CPUs reserved: Ray gives a worker process that many, the driver has all
+        torch.set_num_threads(max(1, int(job.scaling.cpus_per_worker)))
     seed_everything(spec.seed)  # same initial weights on every worker
     num_classes = {task: len(classes) for task, classes in manifest.tasks.items()}
     task_weights = {task: head.weight for task, head in job.model.heads.items()}
@@ -66,9 +95,9 @@ def train_loop(config: dict[str, Any]) -> None:
     optimizer = make_optimizer(plain.parameters(), spec)
     amp = _AMP.get(spec.precision) if on_gpu else None  # CPU autocast is slower than fp32 for convolutions
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
-    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in normalization(job.data.normalize,
-                                                                                          manifest))
-    train_shard = ray.train.get_dataset_shard("train")
+    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1)
+                 for v in normalization(job.data.normalize, manifest))
+    augment = make_augment(job.data.augment) if job.data.augment else None
     batch_size = spec.batch_size // world  # train.batch_size is global: same steps whatever the worker count
     steps = -(-(manifest.num_rows("train") // world) // batch_size)
     schedule = LrSchedule(spec, optimizer, steps)
@@ -76,21 +105,18 @@ def train_loop(config: dict[str, Any]) -> None:
 
     start_epoch, best_score, best_epoch, best_state, last_val = 0, None, 0, None, {}
     best_val_confusion: dict[str, list[list[int]]] = {}  # shown when the job has no test split
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # resumed: continue after the last reported epoch
-        with checkpoint.as_directory() as folder:
-            plain.load_state_dict(torch.load(os.path.join(folder, CHECKPOINT_MODEL), map_location=device))
-            state = torch.load(os.path.join(folder, CHECKPOINT_STATE), map_location=device, weights_only=False)
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            scaler.load_state_dict(state["scaler"])
-            if stopper:
-                stopper.best, stopper.wait = state["stopper"]
-            start_epoch, best_score, best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
-            last_val, best_val_confusion = state["last_val"], state.get("best_val_confusion") or {}
-            best_path = os.path.join(folder, CHECKPOINT_BEST)
-            best_state = torch.load(best_path, map_location="cpu") if os.path.exists(best_path) else _cpu_copy(plain)
-    seed_everything(spec.seed + 1000 * rank + start_epoch)  # distinct dropout/shuffle streams per worker
+    restored = _restore(cfg, reporter)
+    if restored is not None:  # continue after the checkpoint's epoch
+        state = restored.state
+        plain.load_state_dict(restored.weights)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        scaler.load_state_dict(state["scaler"])
+        if stopper and state["stopper"]:
+            stopper.best, stopper.wait = state["stopper"]
+        start_epoch, best_score, best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
+        last_val, best_val_confusion = state["last_val"], state["best_val_confusion"]
+        best_state = restored.best if restored.best is not None else _cpu_copy(plain)
 
     def wrap(net: nn.Module) -> nn.Module:
         """DDP (with more than one worker) and torch.compile, as the job asks; rebuilt when the backbone thaws."""
@@ -102,14 +128,18 @@ def train_loop(config: dict[str, Any]) -> None:
         plain.freeze_backbone(False)
     model = wrap(plain)
 
-    kept = set(config.get("keep_splits", ()))
-    caches = {name: SplitCache(keep=name in kept) for name in manifest.files}
+    caches = {name: SplitCache(keep=name in cfg.kept, rank=rank, world=world, equal=name == "train")
+              for name in manifest.files}
+    timer = StepTimer(device)
 
     def batches(name: str, shuffle_seed: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        shard = train_shard if name == "train" else ray.train.get_dataset_shard(name)
-        buffer = max(16 * batch_size, 1024) if shuffle_seed is not None else None
-        stream = functools.partial(shard.iter_torch_batches, batch_size=batch_size, device=device,
-                                   local_shuffle_buffer_size=buffer, local_shuffle_seed=shuffle_seed)
+        shard = ray.train.get_dataset_shard(name)
+
+        def stream(seed: int | None):
+            buffer = max(16 * batch_size, 1024) if seed is not None else None
+            return shard.iter_torch_batches(batch_size=batch_size, device=device, local_shuffle_buffer_size=buffer,
+                                            local_shuffle_seed=seed)
+
         yield from caches[name].batches(stream, batch_size, device, shuffle_seed)
 
     def forward(batch: dict[str, torch.Tensor], net: nn.Module, tally: Tally) -> torch.Tensor:
@@ -119,19 +149,24 @@ def train_loop(config: dict[str, Any]) -> None:
         logits = {task: out.float() for task, out in logits.items()}
         labels = {task: batch[f"label_{task}"] for task in num_classes}
         losses = {task: task_loss(out, labels[task], spec.label_smoothing) for task, out in logits.items()}
-        tally.add({t: o.detach() for t, o in logits.items()}, labels, {t: l.detach() for t, l in losses.items()})
+        tally.add({t: o.detach() for t, o in logits.items()}, labels, {t: value.detach() for t, value in losses.items()})
         return sum(task_weights.get(task, 1.0) * loss for task, loss in losses.items())
 
     def evaluate(name: str) -> Tally:
+        """This worker's part of a split, counted; the counts of all workers summed."""
         tally = Tally.empty(num_classes)
+        sync_buffers(plain)  # BatchNorm statistics: rank 0's, as every worker must score the same model
         plain.eval()
         with torch.no_grad():
             for batch in batches(name):
                 forward(batch, plain, tally)
+        with timer.part("sync"):
+            tally.all_reduce()
         return tally
 
     for epoch in range(start_epoch + 1, spec.epochs + 1):
         started = time.perf_counter()
+        seed_everything(spec.seed + 1000 * rank + epoch)  # dropout: a stream per worker and epoch
         if epoch - 1 == unfreeze_at:  # transfer learning, phase two: fine-tune everything
             plain.freeze_backbone(False)
             model = wrap(plain)
@@ -139,27 +174,39 @@ def train_loop(config: dict[str, Any]) -> None:
         tally = Tally.empty(num_classes)
         lr = schedule.lr
         last_note = 0.0
-        for step, batch in enumerate(batches("train", shuffle_seed=spec.seed + 7919 * epoch + rank), 1):
-            optimizer.zero_grad(set_to_none=True)
-            loss = forward(batch, model, tally)
-            scaler.scale(loss).backward()
-            if spec.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.after_batch()
+        order_seed = spec.seed + 7919 * epoch  # the same on every worker: one permutation of the whole split
+        for step, batch in enumerate(timer.timed_batches(batches("train", shuffle_seed=order_seed)), 1):
+            if cfg.stop is not None and cfg.stop.is_set():
+                raise StopRequested(f"stopped at epoch {epoch}, step {step}")
+            with timer.part("compute"):
+                if augment is not None:
+                    gen = torch.Generator().manual_seed(augment_seed(job.data.seed, epoch, rank, step))
+                    batch["image"] = augment(batch["image"], gen)
+                optimizer.zero_grad(set_to_none=True)
+                loss = forward(batch, model, tally)
+                value = float(loss.detach())
+                if not np.isfinite(value):
+                    _fatal(cfg, Diverged(f"the loss became {value} at epoch {epoch}, step {step}; lower train.lr "
+                                         "or set train.grad_clip (the last good checkpoint is kept)"))
+                scaler.scale(loss).backward()
+                if spec.grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                schedule.after_batch()
             if reporter and time.perf_counter() - last_note > 0.25:
                 last_note = time.perf_counter()
-                reporter.step.remote(epoch, step, steps, float(loss))
-        tally.all_reduce()
+                reporter.step.remote(epoch, step, steps, value)
+        with timer.part("sync"):
+            tally.all_reduce()
         metrics: dict[str, Any] = {"epoch": epoch, **tally.metrics("train", task_weights), "lr": lr}
 
         last = epoch == spec.epochs
         stop = False
         if last or epoch % spec.validate_every == 0:
             val = evaluate("val")
-            last_val = _same_on_all_workers(val.metrics("val", task_weights))
+            last_val = same_on_all_workers(val.metrics("val", task_weights))
             metrics.update(last_val)
             if is_better(metrics[spec.monitor], best_score, spec.monitor_mode):
                 best_score, best_epoch, best_state = metrics[spec.monitor], epoch, _cpu_copy(plain)
@@ -168,10 +215,11 @@ def train_loop(config: dict[str, Any]) -> None:
         schedule.after_epoch(metrics)
         save = last or stop or epoch % spec.checkpoint_every == 0
         metrics.update(best_epoch=best_epoch, epoch_s=time.perf_counter() - started)
+        metrics.update(gather_timings(timer.take()))
         if stop:
             metrics["stopped_early"] = 1
         this_epoch = _cpu_copy(plain) if save and rank == 0 else None  # before the best weights come back
-        if (last or stop) and "test" in manifest.files and manifest.num_rows("test"):
+        if (last or stop) and manifest.num_rows("test"):
             plain.load_state_dict(best_state)  # the best epoch's weights are the ones tested (and kept)
             test = evaluate("test")
             metrics.update(test.metrics("test", task_weights))
@@ -183,40 +231,56 @@ def train_loop(config: dict[str, Any]) -> None:
         state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                  "scaler": scaler.state_dict(), "stopper": (stopper.best, stopper.wait) if stopper else None,
                  "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "last_val": last_val,
-                 "best_val_confusion": best_val_confusion}
+                 "best_val_confusion": best_val_confusion, "job": job.model_dump(mode="json")}
         # Ray's copy of the metrics carries the latest validation forward, so that Tune and checkpoint ranking
         # always find `train.monitor`; metrics.csv (from `reporter`) holds only what was measured this epoch.
-        _report({**last_val, **metrics}, this_epoch, state, best_state)
+        best = best_state if best_epoch != epoch else None
+        _report(cfg, {**last_val, **metrics}, this_epoch, state, best)
         if stop:
             break
 
 
-def _same_on_all_workers(metrics: dict[str, float]) -> dict[str, float]:
-    """Rank 0's values on every worker: GPU kernels may differ in the last bit between workers, and decisions
-    taken on validation metrics (best epoch, early stopping) must agree exactly."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return metrics
-    values = torch.tensor(list(metrics.values()), dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        values = values.cuda()
-    dist.broadcast(values, src=0)
-    return dict(zip(metrics, values.cpu().tolist()))
+def _restore(cfg: LoopConfig, reporter: Any) -> checkpoints.Loaded | None:
+    """The checkpoint to continue from, when Ray restarts the worker group after a failure (it then hands over
+    its latest) or the driver resumes the run: the newest in the run folder that loads, a damaged one passed over
+    (and said so). Rank 0 tells the tracker where this attempt starts."""
+    loaded, passed = None, []
+    if ray.train.get_checkpoint() is not None or cfg.resume:
+        loaded, passed = checkpoints.newest_loadable(checkpoints.in_run(cfg.run_location))
+        if loaded is None:
+            raise checkpoints.CheckpointError("no checkpoint of this run loads" + (": " + "; ".join(passed)
+                                                                                     if passed else ""))
+    if reporter is not None:
+        ray.get(reporter.started.remote(loaded.state["epoch"] if loaded else None, passed))
+    return loaded
+
+
+def _fatal(cfg: LoopConfig, error: Exception) -> None:
+    """An error a restart would only repeat: recorded on the driver's tracker (so that a restarted worker group
+    returns at once instead of failing again) and raised."""
+    if cfg.progress is not None:
+        ray.get(cfg.progress.fatal.remote(str(error)))
+    raise error
 
 
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
 
 
-def _report(metrics: dict[str, Any], weights: dict[str, torch.Tensor] | None, state: dict[str, Any],
-            best_state: dict[str, torch.Tensor] | None) -> None:
-    """Report the epoch to Ray Train; with `weights` (rank 0, checkpoint epochs) attach the epoch's weights,
-    the optimizer and schedule state, and the best weights so far."""
+def _report(cfg: LoopConfig, metrics: dict[str, Any], weights: dict[str, torch.Tensor] | None,
+            state: dict[str, Any], best: dict[str, torch.Tensor] | None) -> None:
+    """Report the epoch to Ray Train; with `weights` (rank 0, checkpoint epochs) attach a checkpoint of it.
+
+    In local mode Ray keeps no checkpoints, so the loop writes it into the run folder itself."""
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None
         if weights is not None:
-            torch.save(weights, os.path.join(folder, CHECKPOINT_MODEL))
-            torch.save(state, os.path.join(folder, CHECKPOINT_STATE))
-            if best_state is not None and state["best_epoch"] != state["epoch"]:
-                torch.save(best_state, os.path.join(folder, CHECKPOINT_BEST))
-            checkpoint = ray.train.Checkpoint.from_directory(folder)
-        ray.train.report({k: v for k, v in metrics.items() if not isinstance(v, dict)}, checkpoint=checkpoint)
+            checkpoints.write(folder, weights, state, best, scalars.get(cfg.job.train.monitor))
+            if cfg.in_process:
+                checkpoints.persist(folder, cfg.run_location, state["epoch"], cfg.job.train.keep_checkpoints,
+                                    cfg.job.train.monitor_mode)
+            else:
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report(scalars, checkpoint=checkpoint,
+                         checkpoint_dir_name=files.checkpoint_dir(state["epoch"]) if checkpoint else None)

@@ -1,7 +1,9 @@
 """A tiny actor through which rank 0 tells the driver where training is, batch by batch and epoch by epoch.
 
 Ray Train's own reports reach the driver only at the end of `fit()`; the driver polls this actor instead to draw
-live progress and to write `metrics.csv` as epochs finish.
+live progress and to write `metrics.csv` as epochs finish. It outlives the worker group, so it also records
+restarts (a worker group continuing from a checkpoint drops the epochs after it, so every epoch is listed once)
+and errors that a restart would only repeat.
 """
 
 from __future__ import annotations
@@ -15,23 +17,38 @@ import ray
 
 @dataclass
 class Snapshot:
-    """Where training stands: the current epoch and step, and the epochs finished since the last poll."""
+    """Where training stands: the current epoch and step, every finished epoch, restarts, a fatal error."""
 
     epoch: int = 0
     step: int = 0
     steps: int = 0
     loss: float | None = None
-    new_epochs: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # metrics of each finished epoch, in order
     first_step_at: float | None = None  # wall clock (time.time) of the first finished training step
+    restarts: list[dict[str, Any]] = field(default_factory=list)  # {at, from_epoch, reason}
+    fatal: str | None = None
 
 
 @ray.remote(num_cpus=0)
 class ProgressTracker:
     """Collects progress notes from rank 0; `poll` hands them to the driver."""
 
-    def __init__(self) -> None:
+    def __init__(self, resuming: bool = False) -> None:
         self.now = Snapshot()
-        self.epochs: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.resuming = resuming  # this session continues an earlier run (`submit --resume`)
+
+    def started(self, from_epoch: int | None, passed: list[str]) -> None:
+        """A worker group started, from the checkpoint of `from_epoch` (None: from scratch); `passed` lists the
+        damaged checkpoints it had to skip."""
+        self.attempts += 1
+        if from_epoch is None:
+            return
+        self.now.epochs = [row for row in self.now.epochs if row["epoch"] <= from_epoch]
+        reason = "resume" if self.attempts == 1 and self.resuming else "worker failure"
+        if passed:
+            reason += f" (passed over: {'; '.join(passed)})"
+        self.now.restarts.append({"at": time.time(), "from_epoch": from_epoch, "reason": reason})
 
     def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
         self.now.epoch, self.now.step, self.now.steps, self.now.loss = epoch, step, steps, loss
@@ -39,10 +56,15 @@ class ProgressTracker:
             self.now.first_step_at = time.time()
 
     def epoch(self, metrics: dict[str, Any]) -> None:
-        self.epochs.append(metrics)
+        self.now.epochs.append(metrics)
         self.now.step = self.now.steps
 
-    def poll(self, seen: int) -> Snapshot:
-        """The current position plus the epoch metrics after the first `seen`."""
-        return Snapshot(self.now.epoch, self.now.step, self.now.steps, self.now.loss, self.epochs[seen:],
-                        self.now.first_step_at)
+    def fatal(self, message: str) -> None:
+        self.now.fatal = message
+
+    def fatal_error(self) -> str | None:
+        return self.now.fatal
+
+    def poll(self) -> Snapshot:
+        """Everything so far."""
+        return self.now

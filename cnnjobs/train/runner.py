@@ -5,33 +5,36 @@ Ray objects are built from the spec here and nowhere else (ScalingConfig, RunCon
 
 from __future__ import annotations
 
+import io
 import os
-import shutil
+import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable
 
-import pyarrow.fs as pafs
 import ray
 import ray.data
 import ray.train
-from ray.data.dataset import MaterializedDataset
+import torch
 from ray.train.torch import TorchTrainer
 
 from cnnjobs import storage
-from cnnjobs.data.pipeline import build_datasets, normalization, stream_limits
+from cnnjobs.data.pipeline import TrainingData, build_datasets, normalization, stream_limits
 from cnnjobs.data.shards import Manifest, skipped_csv
 from cnnjobs.results import files
 from cnnjobs.results.epochs import summarize_epochs
 from cnnjobs.results.lifecycle import run_lifecycle
 from cnnjobs.results.plots import save_plots
 from cnnjobs.results.rundir import RunDir, utc_now
-from cnnjobs.results.summary import DataFacts, TrainSummary
+from cnnjobs.results.summary import DataFacts, Restart, Timing, TrainSummary
 from cnnjobs.spec import JobSpec
-from cnnjobs.train.launch import launch
-from cnnjobs.train.loop import train_loop
+from cnnjobs.train import checkpoints
+from cnnjobs.train.launch import Launch, launch
+from cnnjobs.train.loop import LoopConfig, StopRequested, train_loop
 from cnnjobs.train.progress import ProgressTracker, Snapshot
+from cnnjobs.train.timing import PARTS, verdict
 
 REPORT_POLL_S = "0.25"  # seconds between the Train controller's polls of the workers
 IN_MEMORY_SHARE = 0.25  # of the object store, for datasets small enough to decode once and keep
@@ -47,28 +50,69 @@ class RunResult:
     summary: TrainSummary
 
 
-def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, use_gpu: bool, *,
-                  datasets: dict[str, ray.data.Dataset] | None = None,
-                  callbacks: list[Any] = ()) -> TorchTrainer:
-    """The TorchTrainer for `job`: one DDP worker per `scaling.num_workers`, checkpoints into the run folder.
+@dataclass
+class Reopened:
+    """An earlier run to continue (`submit --resume`): its folder, summary and the epochs it keeps."""
 
-    A search passes the `datasets` it built once for all trials, and Tune's report callback in `callbacks`.
+    run: RunDir
+    summary: TrainSummary
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # where it continues from, and damaged checkpoints passed over
+
+
+class _Ingest(ray.train.DataConfig):
+    """How the splits reach the workers: kept splits whole to every worker (each takes its rows by index, see
+    `train/cache.py`), a streamed train split in equal parts (DDP needs the same number of steps everywhere),
+    streamed validation and test splits in parts that together hold every row exactly once (their counts are
+    summed over the workers, so N workers evaluate N times faster and agree with one)."""
+
+    def configure(self, datasets: dict[str, ray.data.Dataset], world_size: int, worker_handles: Any,
+                  worker_node_ids: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        output: list[dict[str, Any]] = [{} for _ in range(world_size)]
+        for name, dataset in datasets.items():
+            dataset = dataset.copy(dataset)
+            dataset.context.execution_options = self._resolve_execution_options(name)
+            if name in self._datasets_to_split:
+                parts = dataset.streaming_split(world_size, equal=name == "train", locality_hints=worker_node_ids)
+            else:
+                parts = [dataset.iterator() for _ in range(world_size)]
+            for rank, part in enumerate(parts):
+                output[rank][name] = part
+        return output
+
+
+def runs_in_process(job: JobSpec, launched: Launch) -> bool:
+    """`scaling.in_process`, with `auto` deciding: one CPU worker on a single-node Ray on this machine."""
+    if job.scaling.in_process != "auto":
+        return bool(job.scaling.in_process)
+    return job.scaling.num_workers == 1 and not launched.use_gpu and launched.session.local
+
+
+def training_data(job: JobSpec, manifest: Manifest) -> TrainingData:
+    """The job's datasets as training reads them: small splits decoded once and kept by the workers."""
+    budget = int(IN_MEMORY_SHARE * ray.cluster_resources().get("object_store_memory", 0))
+    return build_datasets(manifest, in_memory_bytes=budget, workers=job.scaling.num_workers)
+
+
+def build_trainer(loop: LoopConfig, data: TrainingData, run: RunDir, use_gpu: bool, *,
+                  callbacks: list[Any] = ()) -> TorchTrainer:
+    """The TorchTrainer for `loop.job`: one DDP worker per `scaling.num_workers` (or the driver itself, in Ray
+    Train's local mode), checkpoints into the run folder, `train.max_failures` restarts of the worker group.
+
+    A search passes the datasets it built once for all trials, and Tune's report callback in `callbacks`.
     """
+    job = loop.job
     # Train V2 workers queue one report at a time and the controller collects it only when it polls (every 2 s
     # by default): with short epochs every `report` waited for the poll. Ray passes this on to its controller.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", REPORT_POLL_S)
     resources = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     fs, _ = storage.resolve(run.location)
-    datasets = datasets or training_datasets(job, manifest)
-    # Materialized splits are also kept on the workers after their first pass (train/cache.py), except test, which
-    # is read once. An augmented train split is a map over the materialized one, redrawn every epoch: not kept.
-    kept = sorted(name for name, dataset in datasets.items() if isinstance(dataset, MaterializedDataset)
-                  and name != "test")
+    streamed = [name for name in data.datasets if name not in data.kept]
     return TorchTrainer(
         train_loop,
-        train_loop_config={"job": job, "manifest": manifest, "progress": progress, "keep_splits": kept},
-        scaling_config=ray.train.ScalingConfig(num_workers=job.scaling.num_workers, use_gpu=use_gpu,
-                                               resources_per_worker=resources),
+        train_loop_config={"loop": loop},
+        scaling_config=ray.train.ScalingConfig(num_workers=0 if loop.in_process else job.scaling.num_workers,
+                                               use_gpu=use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=run.run_id,
             storage_path=run.storage_parent,
@@ -76,24 +120,12 @@ def build_trainer(job: JobSpec, manifest: Manifest, run: RunDir, progress: Any, 
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=job.train.keep_checkpoints, checkpoint_score_attribute=job.train.monitor,
                 checkpoint_score_order=job.train.monitor_mode),  # the best K by the monitor, and always the last
-            failure_config=ray.train.FailureConfig(max_failures=0),
+            failure_config=ray.train.FailureConfig(max_failures=job.train.max_failures),
             callbacks=list(callbacks),
         ),
-        datasets=datasets,
-        # Only the train split is divided among workers; every worker evaluates all of val and test.
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ingest_options()),
+        datasets=data.datasets,
+        dataset_config=_Ingest(datasets_to_split=streamed, execution_options=_ingest_options()),
     )
-
-
-def in_memory_budget() -> int:
-    """Bytes of decoded pixels that may be materialized: `IN_MEMORY_SHARE` of the cluster's object store."""
-    return int(IN_MEMORY_SHARE * ray.cluster_resources().get("object_store_memory", 0))
-
-
-def training_datasets(job: JobSpec, manifest: Manifest) -> dict[str, ray.data.Dataset]:
-    """The job's datasets as training reads them: small splits materialized, the train split augmented."""
-    return build_datasets(manifest, in_memory_bytes=in_memory_budget(), augment=job.data.augment,
-                          seed=job.data.seed)
 
 
 def _ingest_options() -> ray.data.ExecutionOptions:
@@ -112,8 +144,10 @@ def data_facts(job: JobSpec, manifest: Manifest, cached: bool) -> DataFacts:
                      skipped=len(manifest.skipped), mean=list(mean), std=list(std))
 
 
-def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCallback | None = None) -> RunResult:
-    """Run `job` to the end on Ray Train and return its summary.
+def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCallback | None = None,
+           previous: Reopened | None = None) -> RunResult:
+    """Run `job` to the end on Ray Train and return its summary (or continue the run `previous`, see
+    `train.resume.resume`).
 
     Connects to `address` (or `RAY_ADDRESS`), else starts a local Ray instance sized to this machine and stops it
     afterwards. Raises `JobError` for bad input and `TrainingFailed` when training itself fails.
@@ -122,38 +156,55 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
     notify = on_progress or (lambda *args: None)
     with launch(job, address, lambda phase: notify(phase, None, [])) as launched:
         manifest = launched.manifest
-        run = RunDir.create(job.output.dir, job.name, job.to_yaml())
+        if previous is None:
+            run = RunDir.create(job.output.dir, job.name, job.to_yaml())
+            summary = TrainSummary(job=job.name, run_id=run.run_id, run_dir=run.location, started=utc_now(),
+                                   monitor=job.train.monitor, mode=job.train.monitor_mode, arch=job.model.arch,
+                                   epochs=job.train.epochs)
+        else:
+            run, summary = previous.run, previous.summary
         launched.session.attach(run.logs_dir)
         if manifest.skipped:  # images and rows left out of the data, with the reason
             storage.write_text(run.path(files.SKIPPED), skipped_csv(manifest))
-        summary = TrainSummary(job=job.name, run_id=run.run_id, run_dir=run.location, started=utc_now(),
-                               monitor=job.train.monitor, mode=job.train.monitor_mode, arch=job.model.arch,
-                               epochs=job.train.epochs, use_gpu=launched.use_gpu,
-                               data=data_facts(job, manifest, launched.cached))
-        rows: list[dict[str, Any]] = []
+        in_process = runs_in_process(job, launched)
+        summary.use_gpu, summary.in_process = launched.use_gpu, in_process
+        summary.data = data_facts(job, manifest, launched.cached)
+        summary.driver = f"{socket.gethostname()}:{os.getpid()}"
+        earlier = list(previous.rows) if previous else []
+        rows = list(earlier)
+        snapshot = Snapshot()
 
         def finish(final: TrainSummary) -> None:
+            final.restarts = [*final.restarts, *[Restart(at=_iso(r["at"]), from_epoch=r["from_epoch"],
+                                                         reason=r["reason"]) for r in snapshot.restarts]]
             summarize_epochs(final, rows)
+            final.timing = _timing(rows)
             if rows:
                 run.write_metrics(rows)
                 save_plots(run.location, final, rows)
 
         with run_lifecycle(run, summary, resume=f"cnnjobs submit --resume {run.location}", finish=finish):
-            notify("starting workers", None, rows)
-            tracker = ProgressTracker.remote()
-            trainer = build_trainer(job, manifest, run, tracker, launched.use_gpu)
-            result = _fit_with_progress(trainer, tracker, run, rows, notify)
-            first_step = ray.get(tracker.poll.remote(len(rows))).first_step_at
-            summary.to_first_step_s = round(first_step - submitted, 1) if first_step else None
-            summary.first_step_at = first_step
-            keep_best_model(result.checkpoint, run)
+            notify("starting the training loop" if in_process else "starting workers", None, rows)
+            tracker = ProgressTracker.remote(resuming=previous is not None)
+            stop = threading.Event() if in_process else None
+            data = training_data(job, manifest)
+            loop = LoopConfig(job, manifest, tracker, data.kept, run.location, in_process, previous is not None, stop)
+            trainer = build_trainer(loop, data, run, launched.use_gpu)
+            snapshot = _fit_with_progress(trainer, tracker, run, earlier, rows, notify, stop)
+            if snapshot.fatal:
+                raise RuntimeError(snapshot.fatal)
+            summary.to_first_step_s = round(snapshot.first_step_at - submitted, 1) if snapshot.first_step_at else None
+            summary.first_step_at = snapshot.first_step_at
+            keep_best_model(run.location, run)
             summary.best_model = files.BEST_MODEL
     return RunResult(run.location, summary)
 
 
-def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, rows: list[dict[str, Any]],
-                       notify: ProgressCallback) -> ray.train.Result:
-    """Run `trainer.fit()` in a thread while polling the progress actor; epochs land in metrics.csv as they end."""
+def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier: list[dict[str, Any]],
+                       rows: list[dict[str, Any]], notify: ProgressCallback,
+                       stop: threading.Event | None) -> Snapshot:
+    """Run `trainer.fit()` in a thread while polling the progress actor; epochs land in metrics.csv as they end
+    (after the `earlier` ones of a resumed run). On Ctrl-C a loop running in this process finishes its step."""
     outcome: dict[str, Any] = {}
 
     def fit() -> None:
@@ -164,30 +215,47 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, rows: l
 
     thread = threading.Thread(target=fit, name="cnnjobs-fit", daemon=True)
     thread.start()
-    while True:
-        thread.join(timeout=0.25)
-        snapshot = ray.get(tracker.poll.remote(len(rows)))
-        if snapshot.new_epochs:
-            rows.extend(snapshot.new_epochs)
-            run.write_metrics(rows)
-        notify("training", snapshot, rows)
-        if not thread.is_alive():
-            break
-    if "error" in outcome:
+    try:
+        while True:
+            thread.join(timeout=0.25)
+            snapshot = ray.get(tracker.poll.remote())
+            current = earlier + snapshot.epochs
+            if current != rows:
+                rows[:] = current
+                run.write_metrics(rows)
+            notify("training", snapshot, rows)
+            if not thread.is_alive():
+                break
+    except KeyboardInterrupt:
+        if stop is not None:  # the loop runs in this process: let it leave its step cleanly
+            stop.set()
+            thread.join()
+        raise
+    if isinstance(outcome.get("error"), StopRequested):
+        raise KeyboardInterrupt
+    if "error" in outcome and not snapshot.fatal:
         raise outcome["error"]
-    return outcome["result"]
+    return snapshot
 
 
-def keep_best_model(checkpoint: ray.train.Checkpoint | None, run: RunDir) -> None:
-    """Copy the best weights out of the last checkpoint to `<run>/best_model.pt`."""
-    if checkpoint is None:
-        raise RuntimeError("training reported no checkpoint")
-    fs = checkpoint.filesystem
-    best = f"{checkpoint.path}/{files.CHECKPOINT_BEST}"
-    source = best if fs.get_file_info(best).type == pafs.FileType.File else \
-        f"{checkpoint.path}/{files.CHECKPOINT_MODEL}"
-    target_fs, target = storage.resolve(run.path(files.BEST_MODEL))
-    if isinstance(fs, pafs.LocalFileSystem) and isinstance(target_fs, pafs.LocalFileSystem):
-        shutil.copyfile(source, target)
-    else:
-        pafs.copy_files(source, target, source_filesystem=fs, destination_filesystem=target_fs)
+def keep_best_model(run_location: str, run: RunDir) -> None:
+    """Save the best weights of the newest checkpoint in `run_location` as `<run>/best_model.pt`."""
+    loaded, passed = checkpoints.newest_loadable(checkpoints.in_run(run_location))
+    if loaded is None:
+        raise RuntimeError("training left no readable checkpoint" + (f" ({'; '.join(passed)})" if passed else ""))
+    buffer = io.BytesIO()
+    torch.save(loaded.best if loaded.best is not None else loaded.weights, buffer)
+    storage.write_bytes(run.path(files.BEST_MODEL), buffer.getvalue())
+
+
+def _timing(rows: list[dict[str, Any]]) -> Timing | None:
+    """The run's seconds waiting, computing and synchronizing (summed over epochs), and the doctor's verdict."""
+    totals = {part: sum(float(row.get(f"time/{part}_s") or 0.0) for row in rows) for part in PARTS}
+    if not any(totals.values()):
+        return None
+    return Timing(wait_s=round(totals["wait"], 3), compute_s=round(totals["compute"], 3),
+                  sync_s=round(totals["sync"], 3), verdict=verdict(totals["wait"], totals["compute"], totals["sync"]))
+
+
+def _iso(wall: float) -> str:
+    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="seconds")

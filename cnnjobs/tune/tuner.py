@@ -26,6 +26,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from cnnjobs import storage
+from cnnjobs.data.pipeline import TrainingData
 from cnnjobs.data.shards import Manifest
 from cnnjobs.errors import JobError
 from cnnjobs.results import files
@@ -35,7 +36,8 @@ from cnnjobs.results.runs import find_run
 from cnnjobs.results.summary import BestTrial, DataFacts, TuneSummary
 from cnnjobs.spec import JobSpec, apply_values, validate_job
 from cnnjobs.train.launch import launch
-from cnnjobs.train.runner import build_trainer, keep_best_model, training_datasets
+from cnnjobs.train.loop import LoopConfig
+from cnnjobs.train.runner import build_trainer, keep_best_model, training_data
 from cnnjobs.tune.budget import Concurrency, plan_concurrency
 from cnnjobs.tune.space import num_trials, sampler, search_space
 from cnnjobs.tune.trials import Tracker, TrialRow, TrialsCallback, results_csv, rows_from_grid
@@ -54,15 +56,15 @@ class TuneResult:
     rows: list[TrialRow]
 
 
-def _trial(config: dict[str, Any], *, raw: dict, manifest: Manifest, datasets: dict, run_location: str,
+def _trial(config: dict[str, Any], *, raw: dict, manifest: Manifest, data: TrainingData, run_location: str,
            use_gpu: bool) -> None:
     """One Tune trial: the job with the sampled values, trained by the same TorchTrainer as `submit`."""
     job = validate_job(apply_values(raw, config), "tune trial")
     trial_id = tune.get_context().get_trial_id()
     # Its own Train run folder: fitting again after --resume continues from that run's last checkpoint.
     run = RunDir(storage.join(run_location, files.TRIALS, trial_id), job.name, trial_id)
-    trainer = build_trainer(job, manifest, run, None, use_gpu, datasets=datasets, callbacks=[TuneReportCallback()])
-    trainer.fit()
+    loop = LoopConfig(job, manifest, None, data.kept, run.location)
+    build_trainer(loop, data, run, use_gpu, callbacks=[TuneReportCallback()]).fit()
 
 
 def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallback | None = None,
@@ -161,10 +163,10 @@ def _tuner(job: JobSpec, manifest: Manifest, run: RunDir, plan: Concurrency, tra
            restore: bool) -> tune.Tuner:
     """A new Tuner for `job`, or the interrupted one restored from the run folder."""
     # Built and (when small) materialized once here: every trial reads the same blocks from the object store.
-    datasets = training_datasets(job, manifest)
+    data = training_data(job, manifest)
     fs, root = storage.resolve(run.location)
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, raw=job.model_dump(mode="json"), manifest=manifest, datasets=datasets,
+        tune.with_parameters(_trial, raw=job.model_dump(mode="json"), manifest=manifest, data=data,
                              run_location=run.location if storage.is_uri(run.location) else root, use_gpu=use_gpu),
         {"CPU": DRIVER_CPUS})
     filesystem = fs if storage.is_uri(run.location) else None
@@ -197,9 +199,8 @@ def _keep_best(job: JobSpec, rows: list[TrialRow], run: RunDir, summary: TuneSum
         raise RuntimeError("no trial reported a result")
     winner = validate_job(apply_values(job.model_dump(mode="json"), best.values), run.path(files.BEST_JOB))
     storage.write_text(run.path(files.BEST_JOB), winner.to_yaml())
-    if best.checkpoint:
-        fs, path = storage.resolve(best.checkpoint) if storage.is_uri(best.checkpoint) else (None, best.checkpoint)
-        keep_best_model(ray.train.Checkpoint(path, filesystem=fs), run)
+    if best.checkpoint:  # the trial's run folder: its newest checkpoint holds the trial's best weights
+        keep_best_model(storage.join(run.location, files.TRIALS, best.trial), run)
     summary.arch, summary.best_metric, summary.best_job = winner.model.arch, best.best, files.BEST_JOB
     summary.best_model = files.BEST_MODEL if best.checkpoint else None
     summary.best_trial = BestTrial(trial=best.trial, values=best.values, epochs=best.epochs,

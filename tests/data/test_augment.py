@@ -1,12 +1,11 @@
-"""Augmentation: does what each key says, keeps shapes and dtype, and is seeded per batch and epoch."""
+"""Augmentation: does what each key says, keeps shapes and dtype, and is seeded per step of the run."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from cnnjobs.data.augment import batch_seed, make_augment
+from cnnjobs.data.augment import augment_seed, make_augment
 from cnnjobs.spec import AugmentSpec
 
 
@@ -39,9 +38,13 @@ def test_each_augmentation_changes_images_keeps_shape_and_is_seeded(spec):
     assert torch.equal(out, run(**spec)) and not torch.equal(out, run(gen_seed=1, **spec))
 
 
-def test_fill_is_used_for_pixels_from_outside():
+def test_fill_is_used_for_pixels_from_outside_or_the_nearest_edge_pixel():
     out = run(shift=0.4, fill=255)
     assert (out == 255).any() and not (batch() == 255).any()
+    # Keras' default fill_mode='nearest' (seed 004): the edge pixels are repeated, nothing new appears
+    base = torch.arange(20, dtype=torch.uint8).view(1, 1, 1, 20).expand(2, 3, 16, 20).contiguous() * 10
+    nearest = make_augment(AugmentSpec(shift=0.4, fill=255, fill_mode="nearest"))(base, torch.Generator().manual_seed(0))
+    assert nearest.max() <= base.max() and nearest.min() >= base.min() and not torch.equal(nearest, base)
 
 
 def test_grayscale_batches_work():
@@ -50,8 +53,7 @@ def test_grayscale_batches_work():
     assert out.shape == x.shape
 
 
-def test_batch_seed_depends_on_seed_content_and_epoch():
-    data = {"image": batch().numpy(), "label_x": np.arange(6)}
-    other = {"image": batch().numpy(), "label_x": np.arange(6)[::-1].copy()}
-    seeds = {batch_seed(0, data, 0), batch_seed(1, data, 0), batch_seed(0, data, 1), batch_seed(0, other, 0)}
-    assert len(seeds) == 4 and batch_seed(0, data, 0) == batch_seed(0, data, 0)
+def test_each_step_of_a_run_draws_its_own_changes():
+    seeds = {augment_seed(0, 1, 0, 1), augment_seed(1, 1, 0, 1), augment_seed(0, 2, 0, 1),
+             augment_seed(0, 1, 1, 1), augment_seed(0, 1, 0, 2)}
+    assert len(seeds) == 5 and augment_seed(0, 1, 0, 1) == augment_seed(0, 1, 0, 1)

@@ -1,4 +1,5 @@
-"""Small splits kept on the worker: first pass streamed, later passes from memory, reshuffled by a seed."""
+"""Kept splits: read from Ray Data once, then served in an order that depends only on the epoch's seed, each worker
+taking its rows of one permutation of the whole split (as DistributedSampler does)."""
 
 from __future__ import annotations
 
@@ -9,52 +10,68 @@ from cnnjobs.train.cache import SplitCache
 CPU = torch.device("cpu")
 
 
-def stream_of(rows: int, batch_size: int, calls: list[int]):
-    """A stand-in for `iter_torch_batches`: rows 0..rows-1 in order, counting how often it is started."""
-    def stream():
-        calls.append(1)
+def stream_of(rows: int, batch_size: int, calls: list[int | None]):
+    """A stand-in for `iter_torch_batches`: rows 0..rows-1 in order, recording each pass's shuffle seed."""
+    def stream(seed: int | None):
+        calls.append(seed)
         for start in range(0, rows, batch_size):
             ids = torch.arange(start, min(start + batch_size, rows))
             yield {"image": ids.view(-1, 1, 1, 1).repeat(1, 1, 2, 2).to(torch.uint8), "label_label": ids % 3}
     return stream
 
 
-def test_a_kept_split_streams_once_then_reshuffles_from_memory_by_seed():
-    calls: list[int] = []
+def ids(cache: SplitCache, stream, seed: int | None, batch_size: int = 4) -> list[int]:
+    return torch.cat([b["image"][:, 0, 0, 0].long() for b in cache.batches(stream, batch_size, CPU, seed)]).tolist()
+
+
+def test_a_kept_split_is_read_once_then_served_by_the_epochs_seed():
+    calls: list[int | None] = []
     stream = stream_of(10, 4, calls)
     cache = SplitCache(keep=True)
-    first = [batch["image"][:, 0, 0, 0].long() for batch in cache.batches(stream, 4, CPU, shuffle_seed=1)]
-    assert [len(b) for b in first] == [4, 4, 2] and calls == [1]
-    again = [b["image"][:, 0, 0, 0].long() for b in cache.batches(stream, 4, CPU, shuffle_seed=2)]
-    assert calls == [1]  # served from memory: Ray Data is not started again
-    assert [len(b) for b in again] == [4, 4, 2]  # the same steps per epoch as the streamed pass
-    assert sorted(torch.cat(again).tolist()) == list(range(10))  # every row once
-    assert torch.cat(again).tolist() != list(range(10))  # reshuffled
-    same = [b["image"][:, 0, 0, 0].long() for b in cache.batches(stream, 4, CPU, shuffle_seed=2)]
-    assert torch.equal(torch.cat(same), torch.cat(again))  # same seed, same order: runs repeat themselves
-    other = [b["image"][:, 0, 0, 0].long() for b in cache.batches(stream, 4, CPU, shuffle_seed=3)]
-    assert not torch.equal(torch.cat(other), torch.cat(again))
-    for batch in cache.batches(stream, 4, CPU, shuffle_seed=4):  # labels travel with their images
+    first = ids(cache, stream, 1)
+    assert calls == [None], "read once, unshuffled: the order must not depend on Ray Data's buffer"
+    assert sorted(first) == list(range(10)) and first != list(range(10))
+    assert ids(cache, stream, 1) == first and calls == [None], "same seed, same order, from memory"
+    assert ids(cache, stream, 2) != first
+    # A fresh worker (a resumed run, a restarted worker group) serves epoch 2 exactly as this one does.
+    assert ids(SplitCache(keep=True), stream_of(10, 4, []), 2) == ids(cache, stream, 2)
+    for batch in cache.batches(stream, 4, CPU, 3):  # labels travel with their images
         assert torch.equal(batch["label_label"], batch["image"][:, 0, 0, 0].long() % 3)
+    assert [len(b["image"]) for b in cache.batches(stream, 4, CPU, 3)] == [4, 4, 2]
 
 
-def test_evaluation_order_is_kept_and_unkept_splits_stream_every_time():
-    calls: list[int] = []
+def test_workers_take_their_rows_of_one_permutation():
+    one = ids(SplitCache(keep=True), stream_of(10, 4, []), 5, batch_size=10)
+    parts = [ids(SplitCache(keep=True, rank=r, world=2, equal=True), stream_of(10, 4, []), 5, batch_size=10)
+             for r in range(2)]
+    assert parts == [one[0::2], one[1::2]], "two workers split the one permutation one worker would see"
+    odd = [ids(SplitCache(keep=True, rank=r, world=3, equal=True), stream_of(10, 4, []), 5) for r in range(3)]
+    assert [len(p) for p in odd] == [3, 3, 3], "training: the same number of rows (and steps) on every worker"
+    evaluation = [ids(SplitCache(keep=True, rank=r, world=3), stream_of(10, 4, []), None) for r in range(3)]
+    assert sorted(sum(evaluation, [])) == list(range(10)), "evaluation: every row exactly once"
+
+
+def test_unkept_splits_stream_every_pass_with_the_epochs_seed():
+    calls: list[int | None] = []
     stream = stream_of(6, 4, calls)
-    kept = SplitCache(keep=True)
-    for _ in range(3):
-        assert torch.cat([b["image"][:, 0, 0, 0] for b in kept.batches(stream, 4, CPU)]).tolist() == list(range(6))
-    assert calls == [1]
     streamed = SplitCache(keep=False)
-    for _ in range(3):
-        list(streamed.batches(stream, 4, CPU, shuffle_seed=0))
-    assert calls == [1, 1, 1, 1] and streamed.rows is None
+    for seed in (7, 8):
+        assert ids(streamed, stream, seed) == list(range(6))  # the stand-in ignores the seed
+    assert calls == [7, 8] and streamed.rows is None
 
 
 def test_an_interrupted_first_pass_is_not_kept():
-    calls: list[int] = []
+    calls: list[int | None] = []
     stream = stream_of(10, 4, calls)
     cache = SplitCache(keep=True)
-    next(iter(cache.batches(stream, 4, CPU)))  # e.g. an exception in the first step
+
+    def broken(seed):
+        yield from stream(seed)
+        raise RuntimeError("worker lost")
+
+    try:
+        ids(cache, broken, 1)
+    except RuntimeError:
+        pass
     assert cache.rows is None
-    assert len(torch.cat([b["image"] for b in cache.batches(stream, 4, CPU)])) == 10 and calls == [1, 1]
+    assert sorted(ids(cache, stream, 1)) == list(range(10)) and calls == [None, None]

@@ -1,0 +1,103 @@
+"""Commands that run jobs: `submit` (and `--resume`) and `tune`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+
+from cnnjobs.cli.common import add_job_arguments, print_json
+from cnnjobs.errors import JobError
+
+
+def cmd_submit(args: argparse.Namespace, console: Console) -> int:
+    from cnnjobs.cluster import is_jobs_address
+    from cnnjobs.spec import load_job
+
+    if args.job is None and args.resume is None:
+        raise JobError("submit: give a job file (cnnjobs submit jobs/digits_lenet.yaml) or --resume RUN")
+    address = args.address
+    job = load_job(args.job, args.set) if args.job else None  # a bad job file stops here, before torch and Ray
+    if is_jobs_address(address):
+        if args.resume:
+            raise JobError("--resume runs here, next to the run folder; submit it to the cluster as a job file")
+        return _submit_to_cluster(args, job, console)
+    from cnnjobs.results.live import LiveProgress
+    from cnnjobs.results.render import metrics_table, summary_panel
+    from cnnjobs.train.resume import reopen
+    from cnnjobs.train.runner import submit
+
+    previous = None
+    if args.resume is not None:
+        previous, job = reopen(args.resume, job, overrides=args.set, root=args.dir, force=args.force)
+        console.print(f"[bold]{job.name}[/]: continuing {previous.run.location} {', '.join(previous.notes)}",
+                      soft_wrap=True)
+    else:
+        console.print(f"[bold]{job.name}[/]: {job.model.arch} on {job.data.source.type} data, "
+                      f"{job.scaling.num_workers} worker(s), {job.train.epochs} epochs")
+    with LiveProgress(console, job.train.epochs, job.train.monitor) as live:
+        result = submit(job, address=address, on_progress=live, previous=previous)
+    console.line()
+    console.print(summary_panel(result.summary))
+    console.print(metrics_table(result.summary))
+    if args.json:
+        print_json(result.summary)
+    return 0
+
+
+def _submit_to_cluster(args: argparse.Namespace, job: Any, console: Console) -> int:
+    """`submit --address http://...`: the job runs on the cluster, its log streams here."""
+    from cnnjobs.cluster import submit_to_cluster
+
+    outcome = submit_to_cluster(args.job, job, args.set, args.address,
+                                on_log=lambda line: console.print(line, markup=False, highlight=False))
+    console.print(f"cluster job {outcome.submission_id}: {outcome.status}")
+    if args.json:
+        print_json(outcome.summary or {"status": outcome.status.lower(), "submission_id": outcome.submission_id})
+    return outcome.exit_code
+
+
+def cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    from cnnjobs.results.live import LiveTrials
+    from cnnjobs.results.render import trials_table, tune_panel
+    from cnnjobs.spec import load_job
+    from cnnjobs.tune.space import num_trials
+    from cnnjobs.tune.trials import records
+    from cnnjobs.tune.tuner import search
+
+    job = load_job(args.job, args.set)
+    if job.tune is None and not args.resume:
+        raise JobError(f"{args.job}: no `tune:` section to search (see jobs/arch_search.yaml)")
+    if job.tune is not None:
+        console.print(f"[bold]{job.name}[/]: searching {', '.join(job.tune.space)} over {num_trials(job.tune)} "
+                      f"trial(s) of up to {job.train.epochs} epochs ({job.tune.scheduler})")
+    keys, (metric, _) = list(job.tune.space) if job.tune else [], job.tune_metric
+    with LiveTrials(console, keys, metric, job.train.epochs) as live:
+        result = search(job, address=args.address, on_progress=live, resume=args.resume)
+    keys = list(result.summary.space or keys)
+    console.print(trials_table(records(result.rows, keys), keys, result.summary.monitor, result.summary.epochs))
+    console.print(tune_panel(result.summary))
+    if args.json:
+        print_json(result.summary)
+    return 0 if result.summary.status == "succeeded" else 130
+
+
+def add_commands(commands: Any) -> None:
+    """`submit` and `tune`."""
+    submit = commands.add_parser("submit", help="run a job: cnnjobs submit jobs/digits_lenet.yaml")
+    add_job_arguments(submit, job_required=False)
+    submit.add_argument("--address", help="http://HEAD:8265 sends the job through the Ray Jobs API; ray://HEAD:10001 "
+                        "or HOST:PORT connects this driver (default: RAY_ADDRESS, else a local instance)")
+    submit.add_argument("--resume", metavar="RUN", help="continue this interrupted run (folder or id) from its "
+                        "newest checkpoint, in its own folder")
+    submit.add_argument("--force", action="store_true", help="with --resume: accept a job that differs from the "
+                        "one the run trained with (or a run whose driver still looks alive)")
+    submit.add_argument("--dir", default="runs", help="with --resume: where to look up a run id (default: runs)")
+    submit.set_defaults(handler=cmd_submit)
+
+    tune = commands.add_parser("tune", help="search architectures/hyperparameters: cnnjobs tune jobs/arch_search.yaml")
+    add_job_arguments(tune)
+    tune.add_argument("--resume", metavar="RUN", help="continue the interrupted search in this run folder (or id)")
+    tune.add_argument("--address", help="Ray cluster to use (default: RAY_ADDRESS, else a local instance)")
+    tune.set_defaults(handler=cmd_tune)
