@@ -1,12 +1,20 @@
-"""Connecting to Ray: an existing cluster, or the embedded local instance; Ray's log lines go to the run's logs.
+"""Connecting to Ray: an existing cluster, the warm local instance (`cnnjobs up`), or the embedded local instance;
+Ray's log lines go to the run's logs.
 
 The terminal belongs to cnnjobs' own progress view, so Ray's driver-side loggers write to `<run>/logs/ray.log`
 and worker output stays in Ray's session logs (`log_to_driver=False`), whose folder is recorded in the run's logs.
 Until the run folder exists (checks come first), Ray's lines are held in memory and written there once it does.
+
+A local instance listens on 127.0.0.1 only: a training job on a laptop must not open Ray's ports (which run
+arbitrary code) to the network. Ray 2.60 binds every gRPC server (GCS, raylet, object manager, core workers), the
+dashboard agent, the runtime-env and metrics agents to the node's address, and takes 127.0.0.1 as the node's
+address only when `ray_constants.ENABLE_RAY_CLUSTER` is off (otherwise it replaces 127.0.0.1 by the machine's
+routable address); `_loopback_only` turns it off for the session.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import math
@@ -16,11 +24,46 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import ray
+import ray._private.ray_constants as ray_constants  # private: the switch that keeps a local node on loopback
 import ray._private.worker as ray_worker  # private: the hook for raylet messages
 import ray.data
 
 _LOGGERS = ("ray", "cnnjobs", "py.warnings")
 _HELD_LINES = 10_000
+LOOPBACK = "127.0.0.1"
+_TOKEN_FILE = os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+
+
+def loopback_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment for a `ray start --head` whose services listen on 127.0.0.1 only."""
+    return {**env, ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR: "0"}
+
+
+def use_token_if_at_hand() -> None:
+    """Send Ray's auth token (token authentication, Ray 2.60's default) when one is at hand and no mode is set:
+    `RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or _TOKEN_FILE
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Make Ray take 127.0.0.1 as this node's address (see the module's docstring), in this process and in the
+    processes a local instance starts (they read the switch from the environment they inherit)."""
+    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+        if saved[1] is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved[1]
 
 
 def local_cpus(workers: int, cpus_per_worker: float) -> int:
@@ -103,22 +146,27 @@ def _single_local_node() -> bool:
 
 @contextmanager
 def ray_session(address: str | None = None, workers: int = 1, cpus_per_worker: float = 1.0) -> Iterator[RaySession]:
-    """Use the Ray cluster at `address` / `RAY_ADDRESS`, or start a local one and stop it afterwards.
-
-    A Ray instance already initialized in this process (e.g. by a test session) is used as it is.
+    """Use the Ray cluster at `address` / `RAY_ADDRESS`, else the warm local instance (`cnnjobs up`), else start
+    a local one and stop it afterwards. A Ray instance already initialized in this process (e.g. by a test session)
+    is used as it is.
     """
+    from cnnjobs import local_ray
+
     held = logging.handlers.MemoryHandler(_HELD_LINES, flushLevel=logging.CRITICAL + 1)
     started = False
-    with _logs_held(held):
+    target = address or os.environ.get("RAY_ADDRESS")
+    warm = None if target or ray.is_initialized() else local_ray.running()
+    on_loopback = not target or target.split("://")[-1].rsplit(":", 1)[0] in (LOOPBACK, "localhost")
+    with _logs_held(held), (_loopback_only() if on_loopback else contextlib.nullcontext()):
         _quiet_ray_children()
         if not ray.is_initialized():
-            target = address or os.environ.get("RAY_ADDRESS")
             common = {"log_to_driver": False, "configure_logging": True, "logging_level": logging.INFO}
-            if target:
-                ray.init(address=target, **common)
+            use_token_if_at_hand()
+            if target or warm:
+                ray.init(address=target or warm.address, **common)
             else:
                 ray.init(address="local", num_cpus=local_cpus(workers, cpus_per_worker), include_dashboard=True,
-                         dashboard_host="127.0.0.1", **common)
+                         dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK, **common)
                 started = True
         _quiet_ray_children()
         ray.data.DataContext.get_current().enable_progress_bars = False

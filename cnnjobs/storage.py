@@ -48,11 +48,16 @@ def write_text(location: str, text: str) -> None:
     write_bytes(location, text.encode())
 
 
-def read_text(location: str) -> str:
-    """Read a whole text file."""
+def read_bytes(location: str) -> bytes:
+    """Read a whole file."""
     fs, path = resolve(location)
     with fs.open_input_stream(path) as stream:
-        return stream.read().decode()
+        return stream.read()
+
+
+def read_text(location: str) -> str:
+    """Read a whole text file."""
+    return read_bytes(location).decode()
 
 
 def exists(location: str) -> bool:

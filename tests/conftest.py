@@ -48,6 +48,12 @@ def stand_in(kind: str, out: Path, n: int | None = None) -> Path:
     return synth(kind, out, n=n, seed=TEST_SEED)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The two-node cluster tests first: they start their own cluster, and only one Ray instance may run at a time
+    (the session's is started by the first test that asks for it, later)."""
+    items.sort(key=lambda item: "tests/cluster/" not in item.nodeid)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> dict[str, str]:
     """Start Ray once per test session (starting it costs ~10 s); yields its GCS and dashboard addresses."""

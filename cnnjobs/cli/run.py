@@ -50,9 +50,13 @@ def _submit_to_cluster(args: argparse.Namespace, job: Any, console: Console) -> 
     """`submit --address http://...`: the job runs on the cluster, its log streams here."""
     from cnnjobs.cluster import submit_to_cluster
 
-    outcome = submit_to_cluster(args.job, job, args.set, args.address,
+    outcome = submit_to_cluster(args.job, job, args.set, args.address, wait=not args.no_wait,
                                 on_log=lambda line: console.print(line, markup=False, highlight=False))
-    console.print(f"cluster job {outcome.submission_id}: {outcome.status}")
+    if args.no_wait:
+        console.print(f"cluster job {outcome.submission_id} submitted; follow it with: cnnjobs logs "
+                      f"{outcome.submission_id} --follow --address {args.address}", soft_wrap=True)
+    else:
+        console.print(f"cluster job {outcome.submission_id}: {outcome.status}")
     if args.json:
         print_json(outcome.summary or {"status": outcome.status.lower(), "submission_id": outcome.submission_id})
     return outcome.exit_code
@@ -89,6 +93,8 @@ def add_commands(commands: Any) -> None:
     add_job_arguments(submit, job_required=False)
     submit.add_argument("--address", help="http://HEAD:8265 sends the job through the Ray Jobs API; ray://HEAD:10001 "
                         "or HOST:PORT connects this driver (default: RAY_ADDRESS, else a local instance)")
+    submit.add_argument("--no-wait", action="store_true", help="with --address http://...: return once the "
+                        "cluster has the job (follow it with `cnnjobs logs ID --follow`)")
     submit.add_argument("--resume", metavar="RUN", help="continue this interrupted run (folder or id) from its "
                         "newest checkpoint, in its own folder")
     submit.add_argument("--force", action="store_true", help="with --resume: accept a job that differs from the "

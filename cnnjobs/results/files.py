@@ -9,6 +9,8 @@
     logs/                 ray.log, cnnjobs.log (tracebacks), ray_session.txt
     tensorboard/          TensorBoard event files (one folder per trial for a search)
     *.png                 plots: learning curves, confusion matrices, image grids
+    export/               `cnnjobs export`: model.pt (TorchScript) or model.onnx, and model.preprocessing.json
+    visualize/<image>/    `cnnjobs visualize`: a feature-map grid per layer, prediction.png, gradcam_<task>.png
     tune_results.csv, best_job.yaml, tune/, trials/<trial id>/    a search's results, Tune state and trial runs
 """
 
@@ -55,6 +57,18 @@ def checkpoint_epoch(name: str) -> int | None:
 def confusion_png(task: str) -> str:
     """The confusion matrix plot of one task."""
     return f"confusion_{task}.png"
+
+
+EXPORT_DIR = "export"
+EXPORT_MODEL = {"torchscript": "model.pt", "onnx": "model.onnx"}
+PREPROCESSING_SUFFIX = ".preprocessing.json"  # model.onnx -> model.preprocessing.json
+VISUALIZE_DIR = "visualize"  # one sub-folder per image (its file name's stem)
+PREDICTION_PNG = "prediction.png"
+
+
+def gradcam_png(task: str) -> str:
+    """The Grad-CAM heat map of one task written by `cnnjobs visualize --cam`."""
+    return f"gradcam_{task}.png"
 
 
 def feature_maps_png(index: int, layer: str) -> str:

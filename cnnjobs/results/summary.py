@@ -105,6 +105,7 @@ class TrainSummary(_Common):
     kind: Literal["train"] = "train"
     in_process: bool | None = None
     driver: str | None = None  # host:pid of the process that trains (or waits on the workers)
+    workers: list[str] = Field(default_factory=list)  # the Ray node id of each worker, by rank
     best_epoch: int | None = None
     stopped_early: bool = False
     metrics: dict[str, SplitMetrics] = Field(default_factory=dict)  # train/val at the best epoch, test at the end

@@ -17,6 +17,9 @@ class ScalingSpec(Section):
         "auto", description="`auto` uses one GPU per worker when the cluster has enough GPUs."
     )
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each worker.")
+    placement: Literal["pack", "spread", "strict_spread"] = Field(
+        "pack", description="Where the workers go on a cluster (Ray's placement strategy): `pack` fills a node "
+        "first, `spread` spreads them over the nodes where it can, `strict_spread` puts each on its own node.")
     in_process: bool | Literal["auto"] = Field(
         "auto", description="Run the training loop in the driver process (Ray Train's local mode): no worker "
         "process to start, seconds to the first step. `auto`: when the job has one CPU worker and Ray is a single "

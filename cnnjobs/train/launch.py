@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from cnnjobs import storage
 from cnnjobs.checks import check_cluster, check_machine, check_tasks
 from cnnjobs.data.shards import Manifest, plan_shards
 from cnnjobs.errors import JobError
@@ -61,8 +64,43 @@ def launch(job: JobSpec, address: str | None = None,
         notify("starting Ray" if embedded else "connecting to Ray")
         with ray_session(address, job.scaling.num_workers, job.scaling.cpus_per_worker) as session:
             use_gpu = check_cluster(job, ray.cluster_resources(), in_process=False)
+            check_shared_storage(job)
             if plan.cached is None:
                 notify("writing shards")
             cached = plan.cached is not None
             manifest = plan.write()
             yield Launch(manifest, cached, session, use_gpu)
+
+
+def check_shared_storage(job: JobSpec) -> None:
+    """On a cluster of several nodes, `output.dir` and `data.cache_dir` must be storage every node sees: a URI
+    (s3://, gs://) or a shared mount. A local path is probed: a file written here must be visible from a task
+    on every node (an NFS mount at the same path passes, a node-local disk does not)."""
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) < 2:
+        return
+    for key, location in (("output.dir", job.output.dir), ("data.cache_dir", job.data.cache_dir)):
+        if storage.is_uri(location):
+            continue
+        path = storage.resolve(location)[1]
+        existing = path  # probe the deepest folder that exists: creating the path would be writing something
+        while not os.path.isdir(existing):
+            existing = os.path.dirname(existing)
+        marker = os.path.join(existing, f".cnnjobs-probe-{secrets.token_hex(4)}")
+        with open(marker, "w") as out:
+            out.write("probe")
+        try:
+            blind = [node["NodeManagerAddress"] for node, seen in zip(nodes, ray.get([
+                _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                .remote(marker) for node in nodes])) if not seen]
+        finally:
+            os.remove(marker)
+        if blind:
+            raise JobError(f"{job.source}: {key}: {path} is not shared: {len(blind)} of the cluster's {len(nodes)} "
+                           f"nodes cannot see it; use storage every node reaches: s3://BUCKET/..., gs://BUCKET/..., "
+                           "or a shared mount (NFS) at the same path on every node")
+
+
+@ray.remote(num_cpus=0)
+def _sees(path: str) -> bool:
+    return os.path.exists(path)

@@ -81,8 +81,10 @@ def train_loop(config: dict[str, Any]) -> None:
     reporter = cfg.progress if rank == 0 else None
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
-    if cfg.progress is not None and ray.get(cfg.progress.fatal_error.remote()):
-        return  # an earlier attempt hit an error that a restart would only repeat (see `fatal`)
+    if cfg.progress is not None:
+        if ray.get(cfg.progress.fatal_error.remote()):
+            return  # an earlier attempt hit an error that a restart would only repeat (see `_fatal`)
+        cfg.progress.placed.remote(rank, ray.get_runtime_context().get_node_id())
 
     if not on_gpu:  # as many threads as CPUs reserved: Ray gives a worker process that many, the driver has all
         torch.set_num_threads(max(1, int(job.scaling.cpus_per_worker)))

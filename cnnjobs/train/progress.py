@@ -27,6 +27,7 @@ class Snapshot:
     first_step_at: float | None = None  # wall clock (time.time) of the first finished training step
     restarts: list[dict[str, Any]] = field(default_factory=list)  # {at, from_epoch, reason}
     fatal: str | None = None
+    workers: dict[int, str] = field(default_factory=dict)  # rank -> the Ray node it runs on
 
 
 @ray.remote(num_cpus=0)
@@ -49,6 +50,10 @@ class ProgressTracker:
         if passed:
             reason += f" (passed over: {'; '.join(passed)})"
         self.now.restarts.append({"at": time.time(), "from_epoch": from_epoch, "reason": reason})
+
+    def placed(self, rank: int, node_id: str) -> None:
+        """Where a worker runs (the latest attempt's placement)."""
+        self.now.workers[rank] = node_id
 
     def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
         self.now.epoch, self.now.step, self.now.steps, self.now.loss = epoch, step, steps, loss

@@ -112,7 +112,8 @@ def build_trainer(loop: LoopConfig, data: TrainingData, run: RunDir, use_gpu: bo
         train_loop,
         train_loop_config={"loop": loop},
         scaling_config=ray.train.ScalingConfig(num_workers=0 if loop.in_process else job.scaling.num_workers,
-                                               use_gpu=use_gpu, resources_per_worker=resources),
+                                               use_gpu=use_gpu, resources_per_worker=resources,
+                                               placement_strategy=job.scaling.placement.upper()),
         run_config=ray.train.RunConfig(
             name=run.run_id,
             storage_path=run.storage_parent,
@@ -194,6 +195,7 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
             if snapshot.fatal:
                 raise RuntimeError(snapshot.fatal)
             summary.to_first_step_s = round(snapshot.first_step_at - submitted, 1) if snapshot.first_step_at else None
+            summary.workers = [snapshot.workers[rank] for rank in sorted(snapshot.workers)]
             summary.first_step_at = snapshot.first_step_at
             keep_best_model(run.location, run)
             summary.best_model = files.BEST_MODEL

@@ -49,8 +49,9 @@ def test_fashion_multi_learns_all_three_heads(ray_cluster, tmp_path, cache_dir):
     styles = stand_in("fashion", tmp_path / "fashion", n=600)
     job = seeded_job("jobs/fashion_multi.yaml", *[
         f"data.source.path={styles}", f"data.cache_dir={cache_dir}", f"output.dir={tmp_path}",
-        # 12 epochs: MobileNetV2 from scratch on 464 images; at 8 articleType sat at 0.32-0.48 depending on the
-        # shuffle order alone (val is 116 images), around the 2.5x-chance bar (0.42). Runs are seeded: same result.
+        # MobileNetV2 from scratch on ~460 images for 12 epochs; articleType, the hardest head, reached 0.44, 0.50
+        # and 0.53 on 116 validation images for CNNJOBS_TEST_SEED 0, 1 and 2 (gender 0.91-0.96, baseColour
+        # 0.88-0.92), so the bar below sits 12+ images under every measured draw and far above guessing.
         "scaling.use_gpu=false", "train.epochs=12", "train.validate_every=1", "train.checkpoint_every=4",
         "train.batch_size=32", "data.augment=null"])
     result = submit(job)
@@ -58,7 +59,8 @@ def test_fashion_multi_learns_all_three_heads(ray_cluster, tmp_path, cache_dir):
     assert set(tasks) == {"gender", "articleType", "baseColour"}
     val = result.summary.metrics["val"].tasks
     for task, classes in tasks.items():
-        assert val[task].acc > 2.5 / classes, (task, val[task].acc)  # chance is 1/classes
+        # Twice chance: for articleType (6 classes) 0.33, when guessing gives 0.17 +- 0.035 on 116 images.
+        assert val[task].acc > 2 / classes, (task, val[task].acc)
     assert result.summary.metrics["val"].acc == pytest.approx(np.mean([v.acc for v in val.values()]))
     assert "val/articleType/top5" in rows_of(result)[0], "top-5 for the task with more than 5 classes"
     assert (Path(result.run_dir) / "learning_curves.png").stat().st_size > 10_000
