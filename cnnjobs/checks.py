@@ -1,14 +1,15 @@
 """The checks that need more than the YAML, run on the driver before anything is written or trained.
 
 `spec` checks everything the YAML alone decides when the job is loaded. What remains needs the data's classes
-(`check_tasks`, after the source is listed and before a shard is written) or the hardware (`check_machine` before
-the embedded Ray starts, `check_cluster` right after connecting to one). Each raises one `JobError` naming the
-job file and the key to change.
+(`check_tasks`, after the source is listed and before a shard is written), the files the job names
+(`check_weights`, called by `check_tasks`) or the hardware (`check_machine` before the embedded Ray starts,
+`check_cluster` right after connecting to one). Each raises one `JobError` naming the job file and the key.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 
 from cnnjobs.errors import JobError
 from cnnjobs.metrics import TOP_K, Metric
@@ -18,7 +19,9 @@ DATA_CPUS = 1.0  # kept free for Ray Data's read/decode tasks (RAY_NOTES: the wo
 
 
 def check_tasks(job: JobSpec, tasks: dict[str, list[str]]) -> None:
-    """The keys that name tasks must fit the data's tasks and classes."""
+    """The keys that name tasks must fit the data's tasks and classes; `model.weights` must be a state dict
+    (checked here because this runs before Ray starts and before a shard is written)."""
+    check_weights(job)
     problems = task_problems(job, list(tasks))
     for task, classes in tasks.items():
         if len(classes) < 2:
@@ -35,6 +38,34 @@ def check_tasks(job: JobSpec, tasks: dict[str, list[str]]) -> None:
             problems.append((f"model.heads.{task}.output", f"sigmoid needs two classes ({task} has "
                                                            f"{len(tasks[task])})"))
     _raise_first(job, problems)
+
+
+def check_weights(job: JobSpec) -> None:
+    """`model.weights` must hold tensors only. It is read as the workers will read it, with `weights_only=True`,
+    which refuses a pickle of other objects (unpickling those can run any code)."""
+    path = job.model.weights
+    if not path:
+        return
+    import torch
+
+    location = os.path.expanduser(path)
+    problem = None
+    if not os.path.isfile(location):
+        problem = f"no such file {path}"
+    else:
+        try:
+            state = torch.load(location, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            problem = (f"{path} holds pickled Python objects, not only tensors; refused (read with "
+                       "weights_only=True, which runs no code): save a state dict, torch.save(model.state_dict(), "
+                       "PATH)")
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for files that are not state dicts
+            problem = f"{path} is not a PyTorch state dict ({exc.__class__.__name__})"
+        else:
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                problem = f"{path} is not a state dict (a mapping of names to tensors)"
+    if problem:
+        _raise_first(job, [("model.weights", problem)])
 
 
 def check_machine(job: JobSpec, cpus: int | None = None, gpus: int | None = None) -> None:

@@ -71,12 +71,13 @@ def jobs_address(address: str | None) -> str:
 
 def client(address: str | None) -> Any:
     """A Jobs API client for the cluster, sending the token when one is at hand; JobError when unreachable."""
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
     from ray.job_submission import JobSubmissionClient
 
-    from cnnjobs.session import use_token_if_at_hand
-
     address = jobs_address(address)
-    use_token_if_at_hand()
+    # Token authentication (Ray 2.60's default): with RAY_AUTH_MODE unset, use a token that is at hand
+    # (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), as `ray.init` does for a driver.
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
     with api_errors(address):
         return JobSubmissionClient(address)
 

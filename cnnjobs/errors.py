@@ -6,8 +6,12 @@ from __future__ import annotations
 class JobError(Exception):
     """A problem with the user's input; the CLI prints it as one line and exits with code 2.
 
-    The message is written for the user: it names the file and the key or path at fault.
+    The message is written for the user: it names the file and the key or path at fault. It is one line: a line
+    break inside it (a file name can hold one) is shown as `\\n`, so that it cannot pass for another message.
     """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class TrainingFailed(Exception):

@@ -31,22 +31,11 @@ import ray.data
 _LOGGERS = ("ray", "cnnjobs", "py.warnings")
 _HELD_LINES = 10_000
 LOOPBACK = "127.0.0.1"
-_TOKEN_FILE = os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
 
 
 def loopback_env(env: dict[str, str]) -> dict[str, str]:
     """The environment for a `ray start --head` whose services listen on 127.0.0.1 only."""
     return {**env, ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR: "0"}
-
-
-def use_token_if_at_hand() -> None:
-    """Send Ray's auth token (token authentication, Ray 2.60's default) when one is at hand and no mode is set:
-    `RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or _TOKEN_FILE
-    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
-        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 @contextmanager
@@ -161,7 +150,6 @@ def ray_session(address: str | None = None, workers: int = 1, cpus_per_worker: f
         _quiet_ray_children()
         if not ray.is_initialized():
             common = {"log_to_driver": False, "configure_logging": True, "logging_level": logging.INFO}
-            use_token_if_at_hand()
             if target or warm:
                 ray.init(address=target or warm.address, **common)
             else:

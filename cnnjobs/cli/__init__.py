@@ -12,7 +12,7 @@ from typing import Callable
 
 from rich.console import Console
 
-from cnnjobs.cli import cluster, data, export, results, run, visualize
+from cnnjobs.cli import cluster, data, export, predict, results, run, visualize
 from cnnjobs.cli.common import Parser, print_json
 from cnnjobs.errors import Interrupted, JobError, TrainingFailed
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="cnnjobs", description="Distributed CNN training jobs on Ray, from YAML.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (run, results, export, visualize, cluster, data):
+    for module in (run, results, predict, export, visualize, cluster, data):
         module.add_commands(commands)
     return parser
 

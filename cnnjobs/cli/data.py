@@ -84,27 +84,38 @@ def _add_data(commands: Any) -> None:
 
 
 def cmd_models(args: argparse.Namespace, console: Console) -> int:
+    from dataclasses import asdict
+
     from cnnjobs.models import catalog
-    from cnnjobs.models.summary import layer_table, list_registry
+    from cnnjobs.models.summary import list_registry, model_card
     from cnnjobs.results.render import layers_table, models_table
-    from cnnjobs.spec import ModelSpec
+    from cnnjobs.spec import ModelSpec, load_job
 
     size = (args.image_size, args.image_size) if args.image_size else None
-    if args.name is None:
+    if args.job:  # the job's actual model: its sizes, channels, heads per task from the data, freezing
+        from cnnjobs.data.shards import plan_shards
+        from cnnjobs.train.launch import located
+
+        job = load_job(args.job, args.set)
+        with located(job):
+            tasks = plan_shards(job.data).tasks
+        card = model_card(job.model, job.data.image_size, job.data.channels,
+                          {task: len(classes) for task, classes in tasks.items()}, args.depth)
+    elif args.name is None:
         rows = list_registry(size, args.channels, args.classes)
         console.print(models_table(rows, args.classes))
         if args.json:
             print_json({"models": [vars(row) for row in rows]})
         return 0
-    try:
-        catalog.architecture(args.name)
-    except ValueError as exc:  # an unknown name, with a did-you-mean
-        raise JobError(f"models {args.name}: {exc}") from None
-    spec = ModelSpec(arch=args.name)
-    layers, params = layer_table(spec, size, args.channels, {"label": args.classes}, args.depth)
-    console.print(layers_table(args.name, layers, params))
+    else:
+        try:
+            catalog.architecture(args.name)
+        except ValueError as exc:  # an unknown name, with a did-you-mean
+            raise JobError(f"models {args.name}: {exc}") from None
+        card = model_card(ModelSpec(arch=args.name), size, args.channels, {"label": args.classes}, args.depth)
+    console.print(layers_table(card))
     if args.json:
-        print_json({"model": args.name, "layers": [vars(row) for row in layers], "params": params})
+        print_json({"model": card.arch, **asdict(card)})
     return 0
 
 
@@ -120,6 +131,9 @@ def add_commands(commands: Any) -> None:
     _add_data(commands)
     models = commands.add_parser("models", help="list the architectures, or one model's layers and output shapes")
     models.add_argument("name", nargs="?", help="an architecture: print its layers (like Keras' model.summary())")
+    models.add_argument("--job", help="the model of this job file: its image size, channels, a head per task of its "
+                        "data, frozen layers")
+    models.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="with --job: override a key")
     models.add_argument("--image-size", type=int, help="input height = width (default: each model's own)")
     models.add_argument("--channels", type=int, choices=(1, 3), default=3, help="input channels (default: 3)")
     models.add_argument("--classes", type=int, default=10, help="classes of the one head (default: 10)")

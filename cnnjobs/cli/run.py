@@ -102,8 +102,51 @@ def add_commands(commands: Any) -> None:
     submit.add_argument("--dir", default="runs", help="with --resume: where to look up a run id (default: runs)")
     submit.set_defaults(handler=cmd_submit)
 
+    plan = commands.add_parser("plan", help="a dry run: time a few steps on the target, predict the job's time and "
+                               "memory before running it")
+    add_job_arguments(plan)
+    plan.add_argument("--address", help="the Ray cluster it will run on (default: RAY_ADDRESS, else local)")
+    plan.add_argument("--steps", type=int, default=40, help="training steps to time (default: 40)")
+    plan.set_defaults(handler=cmd_plan)
+
     tune = commands.add_parser("tune", help="search architectures/hyperparameters: cnnjobs tune jobs/arch_search.yaml")
     add_job_arguments(tune)
     tune.add_argument("--resume", metavar="RUN", help="continue the interrupted search in this run folder (or id)")
     tune.add_argument("--address", help="Ray cluster to use (default: RAY_ADDRESS, else a local instance)")
     tune.set_defaults(handler=cmd_tune)
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from cnnjobs.spec import load_job
+
+    job = load_job(args.job, args.set)
+    from rich.table import Table
+
+    from cnnjobs.train.plan import plan
+
+    with console.status("planning") as status:
+        result = plan(job, address=args.address, steps=args.steps, notify=lambda phase: status.update(phase))
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    minutes = lambda seconds: f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"  # noqa: E731
+    for label, value in [
+            ("job", f"{result.job} on {result.target}"),
+            ("rows", ", ".join(f"{split} {count:,}" for split, count in result.rows.items())),
+            ("epoch", f"{result.epoch_s:.2f} s ({result.steps_per_epoch} steps of {result.step_s * 1000:.1f} ms, "
+                      f"validation {result.val_s:.2f} s)"),
+            ("start", f"{result.start_s:.0f} s to the first step"),
+            ("ETA", f"{minutes(result.eta_s)} for {result.epochs} epochs"
+                    + (" (at most: early stopping may end sooner)" if job.train.early_stopping else "")),
+            ("search", f"{result.search.trials} trials, about {result.search.expected_epochs:g} of their "
+                       f"{result.search.all_epochs} epochs ({job.tune.scheduler}), {result.search.concurrency} at a "
+                       f"time: {minutes(result.search.wall_s)}" if result.search else None),
+            ("memory", f"peak RSS {result.peak_rss_mb:,.0f} MiB" + (f", GPU {result.gpu_mb:,.0f} MiB"
+                                                                   if result.gpu_mb else "")),
+            ("data", result.verdict)]:
+        if value is not None:
+            table.add_row(label, value)
+    console.print(table)
+    if args.json:
+        print_json(result.to_json())
+    return 0

@@ -27,12 +27,12 @@ def make_augment(spec: AugmentSpec) -> Callable[[torch.Tensor, torch.Generator],
     geometric = any([spec.rotation, spec.shift, spec.shear, spec.zoom, spec.affine, spec.random_resized_crop])
 
     def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        # torchvision's usual order (seed 002): colour first, so pixels moved in from outside keep the fill colour.
         # Flips are exact on uint8; only resampling and colour changes need floats (4x the bytes to move).
+        x = _jitter(images.float(), jitter, gen) if jitter is not None else images
         fill = None if spec.fill_mode == "nearest" else spec.fill
-        x = _warp(images.float(), _matrices(spec, images.shape, gen).to(images.device), fill) if geometric else \
-            _flips(images, spec.hflip, spec.vflip, gen)
-        if jitter is not None:
-            x = _jitter(x.float(), jitter, gen)
+        x = _warp(x.float(), _matrices(spec, images.shape, gen).to(images.device), fill) if geometric else \
+            _flips(x, spec.hflip, spec.vflip, gen)
         if spec.random_erasing is not None:
             x = _erase(x.float(), spec.random_erasing.p, spec.random_erasing.scale, gen)
         return x if x.dtype == torch.uint8 else x.round_().clamp_(0, 255).to(torch.uint8)

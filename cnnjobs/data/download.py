@@ -15,6 +15,7 @@ import tarfile
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from cnnjobs.errors import JobError
@@ -33,13 +34,18 @@ def fetch(download: Download, cache_dir: str) -> Path:
         return extracted
     name = Path(urllib.parse.urlparse(download.url).path).name or "download"
     archive = folder / name
-    if not archive.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        _download(download, archive)
-    if extracted.exists():  # an extraction that was interrupted
-        shutil.rmtree(extracted)
-    extracted.mkdir()
-    _extract(archive, extracted)
+    created = [path for path in (folder.parent, folder) if not path.exists()]
+    try:
+        if not archive.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            _download(download, archive)
+        if extracted.exists():  # an extraction that was interrupted
+            shutil.rmtree(extracted)
+        extracted.mkdir()
+        _extract(archive, extracted)
+    except JobError:  # a refused download or archive is not kept, nor the folders made for it
+        shutil.rmtree(created[0] if created else folder, ignore_errors=True)
+        raise
     (extracted / ".done").touch()
     return extracted
 
@@ -74,27 +80,40 @@ def _download(download: Download, target: Path) -> None:
 
 
 def _extract(archive: Path, target: Path) -> None:
-    """Unpack a zip or tar into `target`; a member that would land outside `target` is an error, not a file."""
+    """Unpack a zip or tar into `target`. Every member is checked first: one that would land outside `target`
+    (`../x`, an absolute path, a link pointing out) or is not a plain file, folder or link refuses the whole archive
+    before anything is written."""
     root = target.resolve()
 
-    def inside(name: str) -> Path:
-        path = (root / name).resolve()
-        if path != root and root not in path.parents:
-            raise JobError(f"data.source.download: {archive.name}: member {name!r} would be written outside "
-                           f"the extraction folder; refusing to extract")
-        return path
+    def refuse(member: str, problem: str) -> None:
+        raise JobError(f"data.source.download: {archive.name}: member {member!r} {problem}; refusing to extract")
 
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zipped:
-            for member in zipped.infolist():
-                inside(member.filename)
-            zipped.extractall(root)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tarred:
-            for member in tarred.getmembers():
-                inside(member.name)
-                if member.issym() or member.islnk():
-                    inside(os.path.join(os.path.dirname(member.name), member.linkname))
-            tarred.extractall(root, filter="data")
-    else:  # a single file, e.g. train-images-idx3-ubyte.gz
-        os.link(archive, root / archive.name)
+    def inside(name: str) -> bool:
+        path = (root / name).resolve()
+        return path == root or root in path.parents
+
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zipped:
+                for member in zipped.infolist():
+                    if not inside(member.filename):
+                        refuse(member.filename, "would be written outside the extraction folder")
+                zipped.extractall(root)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tarred:
+                for member in tarred.getmembers():
+                    # A symbolic link's target is relative to its folder; a hard link's names a member.
+                    target_name = os.path.join(os.path.dirname(member.name), member.linkname) \
+                        if member.issym() else member.linkname
+                    if not inside(member.name):
+                        refuse(member.name, "would be written outside the extraction folder")
+                    elif (member.issym() or member.islnk()) and not inside(target_name):
+                        refuse(member.name, f"links to {member.linkname!r}, outside the extraction folder")
+                    elif not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+                        refuse(member.name, "is not a file, folder or link (a device or a pipe)")
+                tarred.extractall(root, filter="data")
+        else:  # a single file, e.g. train-images-idx3-ubyte.gz
+            os.link(archive, root / archive.name)
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise JobError(f"data.source.download: {archive.name}: cannot extract it "
+                       f"({exc.__class__.__name__}: {exc})") from None

@@ -121,8 +121,6 @@ class ShardPlan:
         if self.cached is not None:
             return self.cached
         spec, source = self.spec, self.source
-        if source.skipped and spec.on_error == "fail":
-            raise JobError(f"{source.skipped[0][0]}: {source.skipped[0][1]} (data.on_error: fail)")
         splits = assign_splits(source.examples, spec.split.val, spec.split.test, spec.seed, next(iter(source.tasks)))
         for split in ("train", "val"):
             if not splits[split]:
@@ -131,12 +129,16 @@ class ShardPlan:
         total = sum(len(group) for group in splits.values())
         run_chunks = _on_ray if total >= RAY_MIN_IMAGES and (ray.is_initialized() or start_ray) else _serial
         chunks = list(_chunks(splits, shape, total))
-        written = run_chunks([(self.location, split, number, group, shape, source.tasks, spec.on_error)
-                              for split, number, group in chunks], progress or (lambda done, of: None), total)
-        failed = next((chunk.error for chunk in written if chunk.error), None)
-        if failed:
-            raise JobError(f"{failed} (data.on_error: fail)")
-        self.cached = _finish(self.location, shape, source, written)
+        try:
+            written = run_chunks([(self.location, split, number, group, shape, source.tasks, spec.on_error)
+                                  for split, number, group in chunks], progress or (lambda done, of: None), total)
+            failed = next((chunk.error for chunk in written if chunk.error), None)
+            if failed:
+                raise JobError(f"{failed} (data.on_error: fail)")
+            self.cached = _finish(self.location, shape, source, written)
+        except JobError:
+            _remove(self.location)  # a refused dataset leaves no partial shards behind
+            raise
         return self.cached
 
 
@@ -148,7 +150,20 @@ def plan_shards(spec: DataSpec) -> ShardPlan:
     source = read_source(spec)
     location = storage.join(spec.cache_dir, "shards", cache_key(spec, source.fingerprint))
     cached = Manifest.load(location) if storage.exists(storage.join(location, MANIFEST)) else None
+    # With on_error: fail, what the listing left out (or the cached shards did) stops the job now, before Ray.
+    left_out = source.skipped or (cached.skipped if cached else [])
+    if left_out and spec.on_error == "fail":
+        raise JobError(f"{left_out[0][0]}: {left_out[0][1]} (data.on_error: fail)")
     return ShardPlan(spec, location, source.tasks, cached, source)
+
+
+def _remove(location: str) -> None:
+    """Delete a shard folder that was being written, if it was created."""
+    fs, root = storage.resolve(location)
+    try:
+        fs.delete_dir(root)
+    except FileNotFoundError:
+        pass
 
 
 def prepare(spec: DataSpec, *, start_ray: bool = False,
@@ -267,7 +282,6 @@ def write_chunk(location: str, split: str, number: int, examples: list[Example],
                 tasks: dict[str, list[str]], on_error: str) -> Chunk:
     """Decode, convert and resize `examples` and stream them into `<location>/<split>-<number>.parquet`."""
     fs, root = storage.resolve(location)
-    fs.create_dir(root, recursive=True)
     name = f"{split}-{number:05d}.parquet"
     schema = pa.schema([("image", pa.binary()), *[(f"label_{t}", pa.int64()) for t in tasks], ("ref", pa.string())])
     counts = {task: [0] * len(names) for task, names in tasks.items()}
@@ -291,7 +305,8 @@ def write_chunk(location: str, split: str, number: int, examples: list[Example],
                 return Chunk(split, None, counts, stats.state(), skipped, f"{example.ref}: {exc}")
             skipped.append((example.ref, str(exc)))
             continue
-        if writer is None:
+        if writer is None:  # the folder too is created only for an image that is kept
+            fs.create_dir(root, recursive=True)
             writer = pq.ParquetWriter(posixpath.join(root, name), schema, filesystem=fs, compression="zstd")
         stats.add(pixels)
         for task, label in example.labels.items():

@@ -9,8 +9,10 @@ does not match, an empty class folder) it lists in `skipped` with the reason, in
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import json
+import logging
 import os
 import re
 from collections import Counter
@@ -25,6 +27,7 @@ from cnnjobs.data.idx import IdxImage, read_mnist
 from cnnjobs.errors import JobError
 from cnnjobs.spec import BuiltinSource, CsvSource, DataSpec, FilenameSource, ImageFolderSource, MnistSource
 
+log = logging.getLogger("cnnjobs")
 SPLITS = ("train", "val", "test")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 _IGNORED = {"Thumbs.db", "desktop.ini"}
@@ -80,8 +83,9 @@ def read_source(spec: DataSpec) -> SourceData:
     return readers[type(spec.source)](spec)
 
 
-def source_root(spec: DataSpec) -> Path:
-    """The local path `data.source.path` names, after fetching and extracting `download` if there is one."""
+def source_root(spec: DataSpec, folder: bool = True) -> Path:
+    """The local path `data.source.path` names, after fetching and extracting `download` if there is one: a
+    folder, or a file when `folder` is false (a csv table)."""
     source = spec.source
     if getattr(source, "download", None) is not None:
         from cnnjobs.data.download import fetch
@@ -91,6 +95,14 @@ def source_root(spec: DataSpec) -> Path:
         path = Path(os.path.expanduser(source.path))
     if not path.exists():
         raise JobError(f"data.source.path: {path} does not exist{hint_of(source)}")
+    if folder and not path.is_dir():
+        archive = path.name.endswith((".zip", ".tar", ".tar.gz", ".tgz"))
+        raise JobError(f"data.source.path: {path} is a file; type {source.type} reads a folder"
+                       + ("; extract the archive, or name it in data.source.download" if archive else ""))
+    if not folder and path.is_dir():
+        tables = sorted(p.name for p in path.glob("*.csv"))
+        raise JobError(f"data.source.path: {path} is a folder; a csv source reads the table file"
+                       + (f", e.g. {path / tables[0]}" if tables else ""))
     return path
 
 
@@ -140,6 +152,7 @@ def _read_image_folder(spec: DataSpec) -> SourceData:
     split_folders = [f for f in folders if f.name.lower() in SPLIT_FOLDERS]
     layout = [(f, SPLIT_FOLDERS[f.name.lower()]) for f in split_folders] if split_folders else [(root, None)]
     found: dict[str, list[tuple[Path, str | None]]] = {}
+    per_split: dict[Path, set[str]] = {}
     for folder, split in layout:
         classes = _subfolders(folder)
         if not classes:
@@ -147,12 +160,36 @@ def _read_image_folder(spec: DataSpec) -> SourceData:
         if split and not any(_files(c) for c in classes):
             raise JobError(f"data.source.path: the {split} split folder {folder} has no images")
         for class_folder in classes:
-            found.setdefault(class_folder.name, []).extend((p, split) for p in _files(class_folder))
+            files = _files(class_folder)
+            found.setdefault(class_folder.name, []).extend((p, split) for p in files)
+            if files:
+                per_split.setdefault(folder, set()).add(class_folder.name)
+    if split_folders:
+        _check_split_classes(per_split)
     skipped = [(str(root / name), "class folder has no images") for name, files in found.items() if not files]
     names = sorted(name for name, files in found.items() if files)
     examples = [Example(str(path), {source.task: index}, ImageFile(str(path)), split)
                 for index, name in enumerate(names) for path, split in found[name]]
     return SourceData({source.task: names}, examples, _fingerprint([Path(e.ref) for e in examples]), skipped)
+
+
+def _check_split_classes(per_split: dict[Path, set[str]]) -> None:
+    """Split folders against the train folder. A class with val or test images but no train images cannot be
+    learnt (most often a misspelt folder, `val/lizzard`): refused, with the train class it is probably meant to
+    be. A class missing from val or test is accepted with a warning: its metrics there are left out."""
+    train = next((names for folder, names in per_split.items() if SPLIT_FOLDERS[folder.name.lower()] == "train"), None)
+    if train is None:
+        return  # no train folder: refused later, as an empty train split
+    for folder, names in per_split.items():
+        split = SPLIT_FOLDERS[folder.name.lower()]
+        for name in sorted(names - train):
+            close = difflib.get_close_matches(name, sorted(train - names), n=1)
+            raise JobError(f"data.source.path: class {name!r} has images in the {split} split folder {folder} but "
+                           "none in train" + (f" (which has {close[0]!r}: misspelt?)" if close else "")
+                           + "; a class must be trained on")
+        if train - names:
+            log.warning("data.source.path: the %s split folder %s has no images of %s; its %s metrics leave them out",
+                        split, folder, ", ".join(map(repr, sorted(train - names))), split)
 
 
 def _read_filenames(spec: DataSpec) -> SourceData:
@@ -178,7 +215,7 @@ def _read_filenames(spec: DataSpec) -> SourceData:
 def _read_csv(spec: DataSpec) -> SourceData:
     """One row per image; `images` is a path template filled from the row; each `labels` column becomes a task."""
     source: CsvSource = spec.source
-    table = source_root(spec)
+    table = source_root(spec, folder=False)
     rows, skipped = _csv_rows(table, source)
     if source.keep_mode or source.keep_size:
         rows, filtered = _keep_matching(rows, source)
@@ -186,7 +223,8 @@ def _read_csv(spec: DataSpec) -> SourceData:
     rows, rare = _drop_rare(rows, source.labels, source.min_count)
     skipped += rare
     if not rows:
-        raise JobError(f"data.source.path: {table}: no usable rows ({len(skipped)} skipped)")
+        first = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise JobError(f"data.source.path: {table}: no usable rows ({len(skipped)} skipped{first})")
     tasks = {column: sorted({row[column] for _, row in rows}) for column in source.labels}
     index = {column: {name: i for i, name in enumerate(names)} for column, names in tasks.items()}
     examples = [Example(str(image), {c: index[c][row[c]] for c in source.labels}, ImageFile(str(image)))
@@ -196,8 +234,10 @@ def _read_csv(spec: DataSpec) -> SourceData:
 
 
 def _csv_rows(table: Path, source: CsvSource) -> tuple[list[tuple[Path, dict[str, str]]], list[tuple[str, str]]]:
-    """The rows that have as many fields as the header, non-empty labels and an existing image file."""
+    """The rows that have as many fields as the header, non-empty labels and an existing image file under the
+    table's folder (a row's values never lead elsewhere: a downloaded table is data, not instructions)."""
     rows, skipped = [], []
+    root = Path(os.path.normpath(table.parent))
     with open(table, newline="", encoding="utf-8", errors="replace") as handle:
         reader = csv.reader(handle)
         header = [name.strip() for name in next(reader, [])]
@@ -217,10 +257,13 @@ def _csv_rows(table: Path, source: CsvSource) -> tuple[list[tuple[Path, dict[str
                 skipped.append((where, f"empty label in column {empty[0]!r}"))
                 continue
             try:
-                image = table.parent / source.images.format(**values)
+                image = Path(os.path.normpath(table.parent / source.images.format(**values)))
             except (KeyError, IndexError, ValueError) as exc:
                 raise JobError(f"data.source.images: {source.images!r} names a column {exc} that {table} "
                                f"does not have (columns: {', '.join(header)})") from None
+            if image.parent != root and root not in image.parents:  # a value such as ../../x or /etc/x
+                skipped.append((where, f"image path {image} is outside the table's folder {root}"))
+                continue
             if not image.is_file():
                 skipped.append((where, f"image file not found: {image}"))
                 continue

@@ -34,11 +34,35 @@ class LayerRow:
     kind: str
     output_shape: tuple[int, ...]
     params: int
+    trainable: int  # of `params`, those the optimizer updates (a frozen backbone's are not)
 
 
-def count_params(model: nn.Module) -> int:
-    """All parameters, trainable or not."""
-    return sum(p.numel() for p in model.parameters())
+@dataclass(frozen=True)
+class HeadRow:
+    """One task's head: how it outputs (softmax: one logit per class; sigmoid: one logit) and how many."""
+
+    task: str
+    output: str
+    outputs: int
+    classes: int
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A job's actual model: its layers with output shapes, its heads, and trainable vs frozen parameters."""
+
+    arch: str
+    image_size: tuple[int, int]
+    channels: int
+    layers: list[LayerRow]
+    heads: list[HeadRow]
+    params: int
+    trainable: int
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """All parameters (or only those that require gradients)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def list_registry(image_size: tuple[int, int] | None = None, channels: int = 3,
@@ -62,8 +86,16 @@ def layer_table(spec: ModelSpec, image_size: tuple[int, int] | None = None, chan
 
     `depth` cuts the tree: modules nested deeper than `depth` names are folded into their ancestor's row.
     """
-    size = image_size or catalog.architecture(spec.arch).default_size
-    model = build_model(spec, num_classes or {"label": 10}, size, channels, init_weights=False).eval()
+    card = model_card(spec, image_size, channels, num_classes or {"label": 10}, depth)
+    return card.layers, card.params
+
+
+def model_card(spec: ModelSpec, image_size: tuple[int, int] | None, channels: int, num_classes: dict[str, int],
+               depth: int | None = None) -> ModelCard:
+    """The model a job trains: layers (see `layer_table`), one head per task, trainable and frozen parameters
+    (`model.freeze: backbone` freezes all but the heads). Weights are not loaded: the shapes are the same."""
+    size = tuple(image_size or catalog.architecture(spec.arch).default_size)
+    model = build_model(spec, num_classes, size, channels, init_weights=False).eval()
     shown = {name: module for name, module in model.named_modules()
              if name and (not list(module.children()) or (depth is not None and name.count(".") + 1 == depth))
              and (depth is None or name.count(".") + 1 <= depth)}
@@ -72,14 +104,18 @@ def layer_table(spec: ModelSpec, image_size: tuple[int, int] | None = None, chan
     def hook(name: str):
         def record(module: nn.Module, _inputs, output) -> None:
             if name not in rows and isinstance(output, torch.Tensor):  # a module used twice is listed once
-                rows[name] = LayerRow(name, type(module).__name__, tuple(output.shape[1:]), count_params(module))
+                rows[name] = LayerRow(name, type(module).__name__, tuple(output.shape[1:]), count_params(module),
+                                      count_params(module, trainable_only=True))
         return record
 
     handles = [module.register_forward_hook(hook(name)) for name, module in shown.items()]
     try:
         with torch.no_grad():
-            model(torch.zeros(1, channels, *size))
+            outputs = model(torch.zeros(1, channels, *size))
     finally:
         for handle in handles:
             handle.remove()
-    return list(rows.values()), count_params(model)
+    heads = [HeadRow(task, "sigmoid" if logits.shape[1] == 1 else "softmax", logits.shape[1], num_classes[task])
+             for task, logits in outputs.items()]
+    return ModelCard(spec.arch, size, channels, list(rows.values()), heads, count_params(model),
+                     count_params(model, trainable_only=True))

@@ -46,7 +46,13 @@ class LiveProgress:
             last = rows[-1]
             shown = ["train/loss", "train/acc", "val/loss", "val/acc"]
             self.line.plain = f"epoch {last['epoch']}: " + "  ".join(f"{k} {fmt(last.get(k))}" for k in shown) + \
-                f"  (best {self.monitor} at epoch {last.get('best_epoch')})"
+                f"  (best {self.monitor} at epoch {last.get('best_epoch')})" + _waiting(last)
+
+
+def _waiting(row: dict[str, Any]) -> str:
+    """The data-wait doctor's figure for the last epoch: the share of step time spent waiting for data."""
+    parts = [float(row.get(f"time/{part}_s") or 0) for part in ("wait", "compute", "sync")]
+    return f"  waiting for data {parts[0] / sum(parts):.0%}" if sum(parts) > 0 else ""
 
 
 class LiveTrials:

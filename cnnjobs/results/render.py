@@ -164,11 +164,19 @@ def models_table(rows: list[Any], classes: int) -> Table:
     return table
 
 
-def layers_table(name: str, rows: list[Any], params: int) -> Table:
-    """`cnnjobs models NAME`: layers in execution order with output shapes (Keras' model.summary())."""
-    table = Table(title=f"{name}: {params:,} parameters", caption="shapes are per image: channels, height, width")
-    for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "right"), ("params", "right")):
+def layers_table(card: Any) -> Table:
+    """`cnnjobs models NAME` / `--job JOB`: layers in execution order with output shapes (Keras' model.summary()),
+    trainable and frozen parameters, and one head per task."""
+    frozen = card.params - card.trainable
+    heads = "; ".join(f"{h.task}: {h.output}, {h.outputs} output(s) for {h.classes} classes" for h in card.heads)
+    table = Table(title=f"{card.arch} on {card.channels}x{card.image_size[0]}x{card.image_size[1]} images: "
+                        f"{card.params:,} parameters, {card.trainable:,} trainable, {frozen:,} frozen",
+                  caption=f"shapes are per image: channels, height, width. Heads: {heads}")
+    for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "right"), ("params", "right"),
+                            ("trainable", "right")):
         table.add_column(column, justify=justify)
-    for row in rows:
-        table.add_row(row.name, row.kind, str(tuple(row.output_shape)), f"{row.params:,}")
+    for row in card.layers:
+        style = "dim" if row.params and not row.trainable else None
+        table.add_row(row.name, row.kind, str(tuple(row.output_shape)), f"{row.params:,}", f"{row.trainable:,}",
+                      style=style)
     return table

@@ -77,8 +77,11 @@ class TrainedModel:
 def load_trained(ref: str, root: str = "runs") -> TrainedModel:
     """The best model of the finished training run `ref` (a run folder, or a run id under `root`)."""
     run = find_run(ref, root)
-    summary = run.trained()
-    job = run.job()
+    return trained_from(run, run.job(), run.trained())
+
+
+def trained_from(run: Run, job: JobSpec, summary: TrainSummary) -> TrainedModel:
+    """The best model of `run`, given its job and summary (as a run that is just ending holds them)."""
     return TrainedModel(run, job, summary, _model(run, job, summary), preprocessing_of(job, summary, run.path))
 
 

@@ -14,7 +14,11 @@ class Section(BaseModel):
 
 
 def _square(value: Any) -> Any:
-    return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return value
+    raise ValueError(f"must be one number or [height, width] (got {value!r})")
 
 
 # `image_size: 28` means 28x28; editors learn from the JSON Schema that both spellings are valid.

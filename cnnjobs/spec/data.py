@@ -56,6 +56,14 @@ class CsvSource(_FolderSource):
     keep_size: tuple[int, int] | None = Field(None, description="Keep only images of this [width, height].")
     min_count: int = Field(1, ge=1, description="Drop rows whose class (in any label column) has fewer images.")
 
+    @field_validator("images")
+    @classmethod
+    def _under_the_table(cls, value: str) -> str:
+        if value.startswith(("/", "~")) or ".." in re.split(r"[/\\]", value):
+            raise ValueError(f"must be a path under the table's folder (relative, without '..'): the table and "
+                             f"its images travel together (got {value!r})")
+        return value
+
 
 class FilenameSource(_FolderSource):
     """One folder of images whose file names carry the label (`dog.10013.jpg`)."""

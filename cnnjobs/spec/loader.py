@@ -15,8 +15,19 @@ from pydantic import ValidationError
 
 from cnnjobs.errors import JobError
 from cnnjobs.spec.job import JobSpec, cross_checks
-from cnnjobs.spec.messages import describe, problem
+from cnnjobs.spec.messages import describe, first_problem, problem
 from cnnjobs.spec.tune import TuneSpec
+
+MAX_VALUES = 100_000  # a job has a few hundred values; more, once aliases are expanded, is a YAML bomb
+MAX_DEPTH = 32  # a job nests five levels deep (tune.space.<key>.choice.<item>)
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping, and the line it was first given on."""
+
+    def __init__(self, key: Any, first: int, mark: yaml.Mark) -> None:
+        super().__init__(None, None, f"duplicate key {key!r}", mark)
+        self.key, self.first = key, first
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -27,8 +38,7 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first given on line {seen[key]})", key_node.start_mark)
+                raise _DuplicateKey(key, seen[key], key_node.start_mark)
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
@@ -41,22 +51,75 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
         text = path.read_text()
     except FileNotFoundError:
         raise JobError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, PermissionError) as exc:
-        raise JobError(f"{path}: cannot read a job file: {exc.__class__.__name__}") from None
+    except UnicodeDecodeError:
+        raise JobError(f"{path}: not a YAML job file (not UTF-8 text)") from None
+    except PermissionError:
+        raise JobError(f"{path}: cannot read a job file: permission denied") from None
     loader = _StrictLoader(text)
     try:
         node = loader.get_single_node()
+        _check_size(node, path)
         raw = loader.construct_document(node) if node is not None else None
+    except _DuplicateKey as exc:
+        line = exc.problem_mark.line + 1
+        dotted = next((key for key, at in _line_numbers(node).items()
+                       if at == line and (key == str(exc.key) or key.endswith(f".{exc.key}"))), str(exc.key))
+        raise JobError(f"{path}:{line}: {dotted}: duplicate key, first given on line {exc.first} (only one of "
+                       "them can count: remove the other)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         located = f"{path}:{mark.line + 1}" if mark else str(path)
-        what = str(getattr(exc, "problem", None) or exc)
-        if "'\\t'" in what:
-            what = "a tab character: YAML is indented with spaces only"
-        raise JobError(f"{located}: invalid YAML: {what}") from None
+        raise JobError(f"{located}: invalid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise JobError(f"{path}: invalid YAML: nested too deeply for a job file") from None
     finally:
         loader.dispose()
     return raw, _line_numbers(node)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's complaint, in the user's words for the mistakes users make (tabs, Python tags)."""
+    what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    if "'\\t'" in what:
+        return "a tab character: YAML is indented with spaces only"
+    tag = re.search(r"constructor for the tag '([^']*)'", what)
+    if tag:
+        name = tag[1].replace("tag:yaml.org,2002:", "!!", 1)
+        return f"tag {name} is not allowed: a job file holds plain values (safe loading builds no Python objects)"
+    return what
+
+
+def _check_size(node: yaml.Node | None, path: Path) -> None:
+    """Refuse aliases that contain themselves, and documents that aliases expand past MAX_VALUES values or
+    MAX_DEPTH levels (a "billion laughs" bomb is a few lines long): checked on the composed tree, in linear time."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) once expanded
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)] if node is not None else []
+    while stack:
+        current, children_done = stack.pop()
+        children = _children(current)
+        if children_done:
+            entered.discard(id(current))
+            values = 1 + sum(sizes[id(child)][0] for child in children)
+            depth = 1 + max((sizes[id(child)][1] for child in children), default=0)
+            if values > MAX_VALUES or depth > MAX_DEPTH:
+                what = (f"its aliases expand to more than {MAX_VALUES:,} values (a YAML bomb?)" if values > MAX_VALUES
+                        else f"nested more than {MAX_DEPTH} levels deep")
+                raise JobError(f"{path}:{current.start_mark.line + 1}: invalid YAML: {what}")
+            sizes[id(current)] = values, depth
+        elif id(current) in entered:  # only the nodes on the path from the root are entered and not done
+            raise JobError(f"{path}:{current.start_mark.line + 1}: invalid YAML: an alias refers to a value "
+                           "that contains it")
+        elif id(current) not in sizes:
+            entered.add(id(current))
+            stack.append((current, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
 def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
@@ -69,8 +132,8 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
     if raw is None:
         raise JobError(f"{path}: the job file is empty (it needs name, data and model; see jobs/digits_lenet.yaml)")
     if not isinstance(raw, dict):
-        raise JobError(f"{path}: a job file must be a mapping of sections (name, data, model, ...), "
-                       f"not a {type(raw).__name__}")
+        kind = {str: "plain text", list: "a list"}.get(type(raw), f"a {type(raw).__name__}")
+        raise JobError(f"{path}: a job file must be a mapping of sections (name, data, model, ...), not {kind}")
     set_keys = {_apply_override(raw, item, path) for item in overrides}
     return validate_job(raw, path, lines, set_keys)
 
@@ -82,8 +145,7 @@ def validate_job(raw: dict, path: str | Path, lines: dict[str, int] | None = Non
     try:
         job = JobSpec.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = exc.error_count() - 1
+        first, more = first_problem(exc.errors(), raw)
         message = describe(first, JobSpec, raw, path, lines, set_keys)
         raise JobError(message + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")) from None
     for key, issue in cross_checks(job):
@@ -141,7 +203,10 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def _apply_override(raw: dict, item: str, path: Path) -> str:
-    key, value = parse_override(item)
+    try:
+        key, value = parse_override(item)
+    except JobError as exc:
+        raise JobError(f"{path}: {exc}") from None
     node = raw
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):

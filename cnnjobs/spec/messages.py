@@ -21,10 +21,38 @@ def where(path: str | Path, lines: dict[str, int], keys: list[str]) -> str:
     return f"{path}:{line}" if line else str(path)
 
 
+# A value of the wrong kind, in words; a union's members each report one of these for the same value.
+_KINDS = {"bool_parsing": "true or false", "bool_type": "true or false", "int_parsing": "an integer",
+          "int_type": "an integer", "int_from_float": "an integer", "float_parsing": "a number", "float_type": "a number",
+          "string_type": "text", "list_type": "a list", "model_type": "a section (key: value pairs)",
+          "model_attributes_type": "a section (key: value pairs)", "dict_type": "a section (key: value pairs)"}
+_WRONG_VALUE = {*_KINDS, "literal_error", "union_alternatives"}  # errors about a value given, never a missing one
+
+
+def first_problem(errors: list[dict], raw: dict) -> tuple[dict, int]:
+    """The error to show and the number of other problems.
+
+    A union (`true`, `false` or `auto`; a number or a section) reports one error per member: they are one problem,
+    shown as the alternatives, and a value shaped like one member (a section) is judged by that member alone.
+    """
+    paths = [tuple(user_path(error, raw)) for error in errors]
+    chosen, path = errors[0], paths[0]
+    if chosen["type"] in _WRONG_VALUE:
+        deeper = [(e, p) for e, p in zip(errors, paths) if len(p) > len(path) and p[:len(path)] == path]
+        same = [e for e, p in zip(errors, paths) if p == path]
+        if deeper:
+            chosen, path = deeper[0]
+        elif len(same) > 1 and all(e["type"] in _WRONG_VALUE for e in same):
+            kinds = [_KINDS.get(e["type"]) or str(e["ctx"]["expected"]) for e in same]
+            chosen = {**chosen, "type": "union_alternatives", "ctx": {"alternatives": list(dict.fromkeys(kinds))}}
+    others = {p for p in paths if p != path and p != path[:len(p)]}
+    return chosen, len(others)
+
+
 def describe(error: dict, root: type[BaseModel], raw: dict, path: str | Path, lines: dict[str, int],
              set_keys: set[str]) -> str:
     """One pydantic error (from `ValidationError.errors()`) as `file:line: dotted.key: problem`."""
-    keys = _user_path(tuple(error["loc"]), raw)
+    keys = user_path(error, raw)
     if error["type"] == "union_tag_invalid":
         keys.append(str(error.get("ctx", {}).get("discriminator", "type")).strip("'"))
     dotted = ".".join(keys)
@@ -36,13 +64,16 @@ def describe(error: dict, root: type[BaseModel], raw: dict, path: str | Path, li
 def problem(error: dict, root: type[BaseModel]) -> str:
     """What is wrong, in words: the bound, the allowed values, the type expected, or the key to use instead."""
     kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
-    got = f" (got {value!r})"
+    shown = repr(value)
+    got = f" (got {shown if len(shown) <= 80 else shown[:76] + ' ...'})"
     if kind == "extra_forbidden":
         allowed = allowed_keys(root, tuple(error["loc"][:-1]))
         return "unknown key" + (did_you_mean(str(error["loc"][-1]), allowed) or
                                 (f"; allowed: {', '.join(allowed)}" if allowed else ""))
     if kind == "missing":
         return "required key is missing"
+    if kind == "union_alternatives":
+        return f"must be {', or '.join(ctx['alternatives'])}{got}"
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         bound = next(iter(ctx.values()))
@@ -78,13 +109,19 @@ def allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:
         if field is None:
             return []
         classes = _models_in(field.annotation)
-        if len(classes) > 1 and parts:
+        if parts and any(_tagged(cls, parts[0]) for cls in classes):
             tag = parts.pop(0)
-            classes = [c for c in classes if c.model_fields.get("type") and c.model_fields["type"].default == tag]
+            classes = [cls for cls in classes if _tagged(cls, tag)]
         if len(classes) != 1:
             return []
         cls = classes[0]
     return list(cls.model_fields)
+
+
+def _tagged(cls: type[BaseModel], tag: Any) -> bool:
+    """Whether `tag`, a part of an error location, is pydantic's name for `cls` as a member of a union."""
+    kind = cls.model_fields.get("type")
+    return tag == cls.__name__ or (kind is not None and tag == kind.default)
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -93,15 +130,19 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return [cls for arg in get_args(annotation) for cls in _models_in(arg)]
 
 
-def _user_path(loc: tuple, raw: Any) -> list[str]:
-    """Drop the union tags pydantic puts into error locations, keeping the keys the user wrote."""
+def user_path(error: dict, raw: Any) -> list[str]:
+    """The keys the user wrote that lead to `error`, without the union tags pydantic puts into its location
+    (`builtin`, `bool`, `literal['auto']`): a part the YAML does not have is a tag, unless the error is about it
+    (a missing key, or a rule about a key left at its default)."""
+    loc = tuple(error["loc"])
+    named_last = error["type"] not in _WRONG_VALUE
     keys: list[str] = []
     node = raw
     for position, part in enumerate(loc):
-        last = position == len(loc) - 1
-        if isinstance(node, dict) and part not in node and not last:
-            continue  # a discriminator tag such as 'builtin'
+        present = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node))
+        if not present and not (named_last and position == len(loc) - 1):
+            continue
         keys.append(str(part))
-        node = node.get(part) if isinstance(node, dict) else (
-            node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
+        node = node[part] if present else None
     return keys

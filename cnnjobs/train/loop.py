@@ -51,6 +51,10 @@ class Diverged(Exception):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 
+class OutOfMemory(Exception):
+    """A step did not fit in the device's memory; the message says which setting to lower."""
+
+
 @dataclass
 class LoopConfig:
     """What the driver hands every worker."""
@@ -63,6 +67,7 @@ class LoopConfig:
     in_process: bool = False  # Ray Train's local mode: the loop runs in the driver, Ray keeps no checkpoints
     resume: bool = False  # continue from the newest checkpoint in the run folder (`submit --resume`)
     stop: threading.Event | None = None  # local mode: set by the driver on Ctrl-C
+    probe_steps: int = 0  # `cnnjobs plan`: time this many steps and validation batches, report, stop
 
 
 def seed_everything(seed: int) -> None:
@@ -154,13 +159,16 @@ def train_loop(config: dict[str, Any]) -> None:
         tally.add({t: o.detach() for t, o in logits.items()}, labels, {t: value.detach() for t, value in losses.items()})
         return sum(task_weights.get(task, 1.0) * loss for task, loss in losses.items())
 
-    def evaluate(name: str) -> Tally:
-        """This worker's part of a split, counted; the counts of all workers summed."""
+    def evaluate(name: str, limit: int = 0) -> Tally:
+        """This worker's part of a split (its first `limit` batches with a limit), counted; the counts of all
+        workers summed."""
         tally = Tally.empty(num_classes)
         sync_buffers(plain)  # BatchNorm statistics: rank 0's, as every worker must score the same model
         plain.eval()
         with torch.no_grad():
-            for batch in batches(name):
+            for index, batch in enumerate(batches(name)):
+                if limit and index >= limit:
+                    break
                 forward(batch, plain, tally)
         with timer.part("sync"):
             tally.all_reduce()
@@ -177,29 +185,46 @@ def train_loop(config: dict[str, Any]) -> None:
         lr = schedule.lr
         last_note = 0.0
         order_seed = spec.seed + 7919 * epoch  # the same on every worker: one permutation of the whole split
+        step_ends: list[float] = []  # for `cnnjobs plan`'s probe
         for step, batch in enumerate(timer.timed_batches(batches("train", shuffle_seed=order_seed)), 1):
             if cfg.stop is not None and cfg.stop.is_set():
                 raise StopRequested(f"stopped at epoch {epoch}, step {step}")
-            with timer.part("compute"):
-                if augment is not None:
-                    gen = torch.Generator().manual_seed(augment_seed(job.data.seed, epoch, rank, step))
-                    batch["image"] = augment(batch["image"], gen)
-                optimizer.zero_grad(set_to_none=True)
-                loss = forward(batch, model, tally)
-                value = float(loss.detach())
-                if not np.isfinite(value):
-                    _fatal(cfg, Diverged(f"the loss became {value} at epoch {epoch}, step {step}; lower train.lr "
-                                         "or set train.grad_clip (the last good checkpoint is kept)"))
-                scaler.scale(loss).backward()
-                if spec.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                schedule.after_batch()
+            try:
+                with timer.part("compute"):
+                    if augment is not None:
+                        gen = torch.Generator().manual_seed(augment_seed(job.data.seed, epoch, rank, step))
+                        batch["image"] = augment(batch["image"], gen)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = forward(batch, model, tally)
+                    value = float(loss.detach())
+                    if not np.isfinite(value):
+                        _fatal(cfg, Diverged(f"the loss became {value} at epoch {epoch}, step {step}; lower "
+                                             "train.lr or set train.grad_clip (the last good checkpoint is kept)"))
+                    scaler.scale(loss).backward()
+                    if spec.grad_clip:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    schedule.after_batch()
+            except (RuntimeError, MemoryError) as exc:
+                if not _out_of_memory(exc):
+                    raise
+                _fatal(cfg, OutOfMemory(f"out of memory at epoch {epoch}, step {step} on {device} "
+                                        f"({str(exc).splitlines()[0][:80]}): lower train.batch_size (now "
+                                        f"{spec.batch_size}) or data.image_size, or set train.precision: bf16"))
             if reporter and time.perf_counter() - last_note > 0.25:
                 last_note = time.perf_counter()
                 reporter.step.remote(epoch, step, steps, value)
+            if cfg.probe_steps:
+                step_ends.append(time.perf_counter())
+                if step == 2:
+                    timer.take()  # the first steps warm up (and read a kept split whole): not the steady state
+                if step >= cfg.probe_steps:
+                    break
+        if cfg.probe_steps:
+            _probe(cfg, reporter, started, step_ends, timer, lambda: evaluate("val", cfg.probe_steps), device)
+            return
         with timer.part("sync"):
             tally.all_reduce()
         metrics: dict[str, Any] = {"epoch": epoch, **tally.metrics("train", task_weights), "lr": lr}
@@ -255,6 +280,35 @@ def _restore(cfg: LoopConfig, reporter: Any) -> checkpoints.Loaded | None:
     if reporter is not None:
         ray.get(reporter.started.remote(loaded.state["epoch"] if loaded else None, passed))
     return loaded
+
+
+def _probe(cfg: LoopConfig, reporter: Any, started: float, step_ends: list[float], timer: StepTimer,
+           evaluate_some: Any, device: torch.device) -> None:
+    """`cnnjobs plan`: the seconds of a training step (after the first two, which warm up), of a validation batch,
+    the first batch's wait (a kept split is read whole then), the share waiting for data, peak memory."""
+    import resource
+
+    seconds = timer.take()
+    durations = np.diff(step_ends)
+    # The median step of the probe's second half: the first dozens of steps still warm up (allocator, kernels).
+    step_s = float(np.median(durations[len(durations) // 2:])) if len(durations) else step_ends[-1] - started
+    validating = time.perf_counter()
+    images = int(sum(c.sum() for c in evaluate_some().confusion.values()) // max(len(cfg.manifest.tasks), 1))
+    eval_s = time.perf_counter() - validating
+    if reporter is None:
+        return
+    ray.get(reporter.probed.remote({
+        "steps": len(step_ends), "step_s": step_s, "first_step_s": step_ends[0] - started if step_ends else None,
+        "val_images": images, "val_s": eval_s, **{f"{part}_s": value for part, value in seconds.items()},
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "gpu_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}))
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError that says so), or MemoryError."""
+    text = str(exc)
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text or \
+        "out of memory" in text.lower()
 
 
 def _fatal(cfg: LoopConfig, error: Exception) -> None:

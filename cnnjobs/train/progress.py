@@ -28,6 +28,7 @@ class Snapshot:
     restarts: list[dict[str, Any]] = field(default_factory=list)  # {at, from_epoch, reason}
     fatal: str | None = None
     workers: dict[int, str] = field(default_factory=dict)  # rank -> the Ray node it runs on
+    probe: dict[str, Any] | None = None  # `cnnjobs plan`: what rank 0 measured
 
 
 @ray.remote(num_cpus=0)
@@ -63,6 +64,9 @@ class ProgressTracker:
     def epoch(self, metrics: dict[str, Any]) -> None:
         self.now.epochs.append(metrics)
         self.now.step = self.now.steps
+
+    def probed(self, measured: dict[str, Any]) -> None:
+        self.now.probe = measured
 
     def fatal(self, message: str) -> None:
         self.now.fatal = message

@@ -26,7 +26,7 @@ from cnnjobs.data.shards import Manifest, skipped_csv
 from cnnjobs.results import files
 from cnnjobs.results.epochs import summarize_epochs
 from cnnjobs.results.lifecycle import run_lifecycle
-from cnnjobs.results.plots import save_plots
+from cnnjobs.results.pictures import draw
 from cnnjobs.results.rundir import RunDir, utc_now
 from cnnjobs.results.summary import DataFacts, Restart, Timing, TrainSummary
 from cnnjobs.spec import JobSpec
@@ -182,7 +182,7 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
             final.timing = _timing(rows)
             if rows:
                 run.write_metrics(rows)
-                save_plots(run.location, final, rows)
+                draw(run.location, final, rows, job)
 
         with run_lifecycle(run, summary, resume=f"cnnjobs submit --resume {run.location}", finish=finish):
             notify("starting the training loop" if in_process else "starting workers", None, rows)

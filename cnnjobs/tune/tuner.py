@@ -34,6 +34,7 @@ from cnnjobs.results.lifecycle import run_lifecycle
 from cnnjobs.results.rundir import RunDir, utc_now
 from cnnjobs.results.runs import find_run
 from cnnjobs.results.summary import BestTrial, DataFacts, TuneSummary
+from cnnjobs.results.tensorboard import write_epochs
 from cnnjobs.spec import JobSpec, apply_values, validate_job
 from cnnjobs.train.launch import launch
 from cnnjobs.train.loop import LoopConfig
@@ -115,6 +116,10 @@ def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallb
             unfinished = any(status not in ("TERMINATED", "ERROR") for status in tracker.statuses.values())
             interrupted = unfinished and not out_of_time
             rows[:] = rows_from_grid(grid, job, tracker.ranked())
+            for result in grid:  # `tensorboard --logdir <run>/trials` shows every trial
+                if result.metrics_dataframe is not None and result.metrics:
+                    write_epochs(storage.join(run.location, files.TRIALS, result.metrics["trial_id"],
+                                              files.TENSORBOARD), result.metrics_dataframe.to_dict("records"))
             summary.most_running = max(tracker.most_running, summary.most_running)
             for row in rows:  # a trial cut short by the interruption is not finished, whatever Tune recorded
                 status = tracker.statuses.get(row.trial) if interrupted else None

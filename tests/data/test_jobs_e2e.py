@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from cnnjobs.data import shards
 from cnnjobs.data.synth import synth
+from cnnjobs.results import files
 from cnnjobs.spec import load_job
 from cnnjobs.train.runner import submit
 from tests.conftest import seeded_job, stand_in
@@ -45,6 +48,22 @@ def test_seed_job_runs_on_its_stand_in(name, ray_cluster, tmp_path, cache_dir):
         assert any(row["reason"].startswith("malformed row") for row in rows)
     else:
         assert summary.data.skipped == 0 and not skipped.exists()
+    # Every picture of the run is an image with something in it. Seeds 000, 002 and 004 have no test split (000's
+    # folders are train/ and validation/), so their confusion matrices and prediction grids are on validation.
+    assert summary.evaluated == ("test" if name in ("mnist_lenet", "cfl_folder") else "val")
+    pictures = [files.CURVES, files.PREDICTIONS, *[files.confusion_png(task) for task in summary.data.tasks]]
+    if job.data.augment is not None:
+        pictures.append(files.AUGMENTED)
+    for name_ in pictures:
+        assert_picture(Path(result.run_dir) / name_)
+    assert list((Path(result.run_dir) / files.TENSORBOARD).glob("events.out.tfevents*"))
+
+
+def assert_picture(path: Path) -> None:
+    """A PNG that decodes and is not blank: its pixels vary."""
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) > 200, path
+        assert np.asarray(image.convert("L"), dtype=np.float32).std() > 10, f"{path} is blank"
 
 
 def test_parallel_shards_equal_serial_ones(ray_cluster, tmp_path, monkeypatch):
