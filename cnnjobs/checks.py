@@ -2,26 +2,27 @@
 
 `spec` checks everything the YAML alone decides when the job is loaded. What remains needs the data's classes
 (`check_tasks`, after the source is listed and before a shard is written), the files the job names
-(`check_weights`, called by `check_tasks`) or the hardware (`check_machine` before the embedded Ray starts,
+(`check_weights`) or the hardware (`check_machine` before the embedded Ray starts,
 `check_cluster` right after connecting to one). Each raises one `JobError` naming the job file and the key.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
+import re
+from contextlib import contextmanager
+from typing import Iterator
 
 from cnnjobs.errors import JobError
 from cnnjobs.metrics import TOP_K, Metric
 from cnnjobs.spec import JobSpec, task_problems
 
 DATA_CPUS = 1.0  # kept free for Ray Data's read/decode tasks (RAY_NOTES: the workers can starve the pipeline)
+_NAMES_A_KEY = re.compile(r"^(data|model|train|scaling|output|tune)[.:]")  # a message that names a key first
 
 
 def check_tasks(job: JobSpec, tasks: dict[str, list[str]]) -> None:
-    """The keys that name tasks must fit the data's tasks and classes; `model.weights` must be a state dict
-    (checked here because this runs before Ray starts and before a shard is written)."""
-    check_weights(job)
+    """The keys that name tasks must fit the data's tasks and classes."""
     problems = task_problems(job, list(tasks))
     for task, classes in tasks.items():
         if len(classes) < 2:
@@ -41,31 +42,23 @@ def check_tasks(job: JobSpec, tasks: dict[str, list[str]]) -> None:
 
 
 def check_weights(job: JobSpec) -> None:
-    """`model.weights` must hold tensors only. It is read as the workers will read it, with `weights_only=True`,
-    which refuses a pickle of other objects (unpickling those can run any code)."""
-    path = job.model.weights
-    if not path:
-        return
-    import torch
+    """`model.weights` must be a state dict, read as the workers will read it (see `read_state_dict`)."""
+    if job.model.weights:
+        from cnnjobs.models.registry import read_state_dict
 
-    location = os.path.expanduser(path)
-    problem = None
-    if not os.path.isfile(location):
-        problem = f"no such file {path}"
-    else:
-        try:
-            state = torch.load(location, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            problem = (f"{path} holds pickled Python objects, not only tensors; refused (read with "
-                       "weights_only=True, which runs no code): save a state dict, torch.save(model.state_dict(), "
-                       "PATH)")
-        except Exception as exc:  # noqa: BLE001 - torch raises many kinds for files that are not state dicts
-            problem = f"{path} is not a PyTorch state dict ({exc.__class__.__name__})"
-        else:
-            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-                problem = f"{path} is not a state dict (a mapping of names to tensors)"
-    if problem:
-        _raise_first(job, [("model.weights", problem)])
+        read_state_dict(job.model.weights)
+
+
+@contextmanager
+def located(job: JobSpec) -> Iterator[None]:
+    """Prefix errors that name a job key (but no file yet: those of the data and of these checks) with the job
+    file, as the schema's own errors are."""
+    try:
+        yield
+    except JobError as exc:
+        if _NAMES_A_KEY.match(str(exc)):
+            raise JobError(f"{job.source}: {exc}") from None
+        raise
 
 
 def check_machine(job: JobSpec, cpus: int | None = None, gpus: int | None = None) -> None:

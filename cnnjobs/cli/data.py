@@ -15,11 +15,12 @@ from cnnjobs.errors import JobError
 def cmd_data_prepare(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
+    from cnnjobs.checks import located
     from cnnjobs.data.shards import prepare
     from cnnjobs.spec import load_job
 
     job = load_job(args.job, args.set)
-    with Progress(console=console, transient=True) as bar:
+    with located(job), Progress(console=console, transient=True) as bar:
         task = bar.add_task("writing shards", total=None)
         manifest, cached = prepare(job.data, start_ray=True,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -33,12 +34,14 @@ def cmd_data_prepare(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_data_inspect(args: argparse.Namespace, console: Console) -> int:
+    from cnnjobs.checks import located
     from cnnjobs.data import inspect
     from cnnjobs.data.shards import prepare
     from cnnjobs.spec import load_job
 
     job = load_job(args.job, args.set)
-    manifest, _ = prepare(job.data, start_ray=True)
+    with located(job):
+        manifest, _ = prepare(job.data, start_ray=True)
     for task in manifest.tasks:
         console.print(inspect.counts_table(manifest, task))
     if manifest.skipped:
@@ -93,8 +96,8 @@ def cmd_models(args: argparse.Namespace, console: Console) -> int:
 
     size = (args.image_size, args.image_size) if args.image_size else None
     if args.job:  # the job's actual model: its sizes, channels, heads per task from the data, freezing
+        from cnnjobs.checks import located
         from cnnjobs.data.shards import plan_shards
-        from cnnjobs.train.launch import located
 
         job = load_job(args.job, args.set)
         with located(job):

@@ -27,8 +27,15 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
-    from cnnjobs.results.render import (confusion_table, epochs_table, metrics_table, per_class_table,
-                                        summary_panel, trials_table, tune_panel)
+    from cnnjobs.results.render import (
+        confusion_table,
+        epochs_table,
+        metrics_table,
+        per_class_table,
+        summary_panel,
+        trials_table,
+        tune_panel,
+    )
     from cnnjobs.results.runs import find_run
     from cnnjobs.results.summary import TuneSummary
 

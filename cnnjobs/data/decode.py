@@ -6,6 +6,7 @@ Handled: EXIF orientation (phone photos), grayscale/RGBA/LA/palette/CMYK/16-bit/
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -28,7 +29,7 @@ def load_pixels(load, shape: tuple[int, int, int]) -> np.ndarray:
             image = load()
             with image:
                 if image.width * image.height > MAX_PIXELS:
-                    raise BadImage(f"decompression bomb: {image.width}x{image.height} pixels")
+                    raise BadImage(_bomb(image.width * image.height))
                 image.load()
                 return to_pixels(image, shape)
     except BadImage:
@@ -36,11 +37,16 @@ def load_pixels(load, shape: tuple[int, int, int]) -> np.ndarray:
     except FileNotFoundError:
         raise BadImage("file not found") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImage(f"decompression bomb: {exc}") from None
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
+        raise BadImage(_bomb(int(claimed[1])) if claimed else f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:
         raise BadImage("not an image or an unsupported format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's ways of saying "corrupt/truncated"
         raise BadImage(f"corrupt or truncated image: {exc}") from None
+
+
+def _bomb(pixels: int) -> str:
+    return f"decompression bomb: {pixels:,} pixels claimed, more than {MAX_PIXELS:,}"
 
 
 def to_pixels(image: Image.Image, shape: tuple[int, int, int]) -> np.ndarray:

@@ -34,7 +34,7 @@ def fetch(download: Download, cache_dir: str) -> Path:
         return extracted
     name = Path(urllib.parse.urlparse(download.url).path).name or "download"
     archive = folder / name
-    created = [path for path in (folder.parent, folder) if not path.exists()]
+    created = [path for path in (folder.parent.parent, folder.parent, folder) if not path.exists()]
     try:
         if not archive.exists():
             folder.mkdir(parents=True, exist_ok=True)

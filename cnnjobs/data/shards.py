@@ -13,6 +13,7 @@ describes itself without the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -158,12 +159,15 @@ def plan_shards(spec: DataSpec) -> ShardPlan:
 
 
 def _remove(location: str) -> None:
-    """Delete a shard folder that was being written, if it was created."""
+    """Delete a shard folder that was being written, and the cache's `shards` folder if that left it empty."""
     fs, root = storage.resolve(location)
     try:
         fs.delete_dir(root)
     except FileNotFoundError:
-        pass
+        return
+    if not storage.is_uri(location):
+        with contextlib.suppress(OSError):  # not empty: another dataset's shards
+            os.rmdir(os.path.dirname(root))
 
 
 def prepare(spec: DataSpec, *, start_ray: bool = False,
@@ -302,6 +306,8 @@ def write_chunk(location: str, split: str, number: int, examples: list[Example],
             pixels = load_pixels(example.load, shape)
         except BadImage as exc:
             if on_error == "fail":
+                if writer is not None:
+                    writer.close()
                 return Chunk(split, None, counts, stats.state(), skipped, f"{example.ref}: {exc}")
             skipped.append((example.ref, str(exc)))
             continue

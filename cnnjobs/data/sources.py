@@ -181,11 +181,11 @@ def _check_split_classes(per_split: dict[Path, set[str]]) -> None:
     if train is None:
         return  # no train folder: refused later, as an empty train split
     for folder, names in per_split.items():
-        split = SPLIT_FOLDERS[folder.name.lower()]
-        for name in sorted(names - train):
-            close = difflib.get_close_matches(name, sorted(train - names), n=1)
-            raise JobError(f"data.source.path: class {name!r} has images in the {split} split folder {folder} but "
-                           "none in train" + (f" (which has {close[0]!r}: misspelt?)" if close else "")
+        split, unknown = SPLIT_FOLDERS[folder.name.lower()], sorted(names - train)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(train - names), n=1)
+            raise JobError(f"data.source.path: class {unknown[0]!r} has images in the {split} split folder {folder} "
+                           "but none in train" + (f" (which has {close[0]!r}: misspelt?)" if close else "")
                            + "; a class must be trained on")
         if train - names:
             log.warning("data.source.path: the %s split folder %s has no images of %s; its %s metrics leave them out",
@@ -261,7 +261,7 @@ def _csv_rows(table: Path, source: CsvSource) -> tuple[list[tuple[Path, dict[str
             except (KeyError, IndexError, ValueError) as exc:
                 raise JobError(f"data.source.images: {source.images!r} names a column {exc} that {table} "
                                f"does not have (columns: {', '.join(header)})") from None
-            if image.parent != root and root not in image.parents:  # a value such as ../../x or /etc/x
+            if root not in image.parents:  # a value such as ../../x or /etc/x
                 skipped.append((where, f"image path {image} is outside the table's folder {root}"))
                 continue
             if not image.is_file():

@@ -9,6 +9,9 @@ networks (`backbones.py`) enter through the same `register` decorator.
 from __future__ import annotations
 
 import fnmatch
+import os
+import pickle
+import re
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -76,17 +79,34 @@ def build_model(spec: "ModelSpec", num_classes: dict[str, int], image_size: tupl
     return model
 
 
-def load_weights(model: MultiHead, path: str, arch: str) -> None:
-    """Load `model.weights`: a cnnjobs `best_model.pt` (heads that do not fit the tasks are left new) or a
-    state dict of the bare network (e.g. a torchvision `.pth` file), whose classifier is ignored."""
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The state dict in `model.weights`, read with `weights_only=True` (tensors and plain values: unpickling
+    anything else could run code); one JobError naming the key for every way the file can be wrong."""
+    location = os.path.expanduser(path)
+    if not os.path.isfile(location):
+        raise JobError(f"model.weights: no such file {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise JobError(f"model.weights: no such file {path}") from None
-    except Exception as exc:  # torch raises many kinds for files that are not state dicts
+        state = torch.load(location, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch names the first global it refused ("GLOBAL posix.system"); other unpickling errors mean the
+        # bytes are not a pickle at all.
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None:
+            raise JobError(f"model.weights: {path} is not a PyTorch state dict (unreadable pickle)") from None
+        raise JobError(f"model.weights: {path} holds pickled Python objects ({found.group(1)}), not only tensors; "
+                       "refused (read with weights_only=True, which runs no code): save a state dict, "
+                       "torch.save(model.state_dict(), PATH)") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for files that are not state dicts
         raise JobError(f"model.weights: {path} is not a PyTorch state dict ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise JobError(f"model.weights: {path} is not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def load_weights(model: MultiHead, path: str, arch: str) -> None:
+    """Load `model.weights`: a cnnjobs `best_model.pt` (heads that do not fit the tasks are left new) or a
+    state dict of the bare network (e.g. a torchvision `.pth` file), whose classifier is ignored."""
+    state = read_state_dict(path)
     whole = any(key.startswith("backbone.") for key in state)
     target: nn.Module = model if whole else model.backbone
     own = target.state_dict()

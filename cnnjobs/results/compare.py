@@ -12,6 +12,7 @@ from cnnjobs.errors import JobError
 from cnnjobs.results.runs import Run, find_run
 from cnnjobs.results.summary import TrainSummary
 
+
 @dataclass
 class Comparison:
     """Runs side by side: the job keys whose values differ (key -> one value per run) and the results."""

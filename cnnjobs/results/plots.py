@@ -25,8 +25,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from cnnjobs import storage  # noqa: E402
 from cnnjobs.metrics import Metric, most_confused  # noqa: E402
 from cnnjobs.results import files  # noqa: E402
-from cnnjobs.results.grids import (Augmented, Predictions, augmentation_grid, prediction_grid,  # noqa: E402
-                                   save_figure, short_name)
+from cnnjobs.results.grids import Augmented, Predictions, augmentation_grid, prediction_grid, save_figure, short_name  # noqa: E402
 from cnnjobs.results.summary import TrainSummary  # noqa: E402
 
 # Up to FULL_LIMIT classes the matrix shows every class, its names at >= 7 pt on cells of >= 0.16 in: 60 classes

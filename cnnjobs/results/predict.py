@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from PIL import Image
 
 from cnnjobs.data.decode import BadImage, load_pixels

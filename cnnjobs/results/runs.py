@@ -87,7 +87,8 @@ def load_run(path: str) -> Run:
     try:
         raw = json.loads(storage.read_text(location))
     except json.JSONDecodeError as exc:
-        raise JobError(f"{location}: unreadable summary ({exc.msg})") from None
+        raise JobError(f"{location}:{exc.lineno}:{exc.colno}: unreadable summary "
+                       f"({exc.msg.removesuffix(' starting at')})") from None
     return Run(path, parse_summary(raw, location))
 
 

@@ -53,7 +53,8 @@ class TrainedModel:
 
     def pixels(self, path: str | Path) -> np.ndarray:
         """One image file as the model's uint8 (C, H, W) input; BadImage when it cannot be read."""
-        return load_pixels(ImageFile(str(path)), self.preprocessing.shape).transpose(2, 0, 1)
+        pixels = load_pixels(ImageFile(str(path)), self.preprocessing.shape).transpose(2, 0, 1)
+        return np.require(pixels, requirements=["C", "W"])  # decoded buffers can be read-only; torch wants writable
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> the normalized float tensor the model takes."""

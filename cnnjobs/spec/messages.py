@@ -22,10 +22,11 @@ def where(path: str | Path, lines: dict[str, int], keys: list[str]) -> str:
 
 
 # A value of the wrong kind, in words; a union's members each report one of these for the same value.
+_SECTION = "a section (key: value pairs)"
 _KINDS = {"bool_parsing": "true or false", "bool_type": "true or false", "int_parsing": "an integer",
-          "int_type": "an integer", "int_from_float": "an integer", "float_parsing": "a number", "float_type": "a number",
-          "string_type": "text", "list_type": "a list", "model_type": "a section (key: value pairs)",
-          "model_attributes_type": "a section (key: value pairs)", "dict_type": "a section (key: value pairs)"}
+          "int_type": "an integer", "int_from_float": "an integer", "float_parsing": "a number",
+          "float_type": "a number", "string_type": "text", "list_type": "a list", "model_type": _SECTION,
+          "model_attributes_type": _SECTION, "dict_type": _SECTION}
 _WRONG_VALUE = {*_KINDS, "literal_error", "union_alternatives"}  # errors about a value given, never a missing one
 
 

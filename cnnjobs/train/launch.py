@@ -8,7 +8,6 @@ whichever command runs it; nothing is written and no Ray instance is started for
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,15 +17,11 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cnnjobs import storage
-from cnnjobs.checks import check_cluster, check_machine, check_tasks
-from cnnjobs.data.shards import Manifest, plan_shards
+from cnnjobs.checks import check_cluster, check_machine, check_tasks, check_weights, located
+from cnnjobs.data.shards import RAY_MIN_IMAGES, Manifest, plan_shards
 from cnnjobs.errors import JobError
 from cnnjobs.session import RaySession, ray_session
 from cnnjobs.spec import JobSpec
-
-# An error that names a job key (but not yet the job file) comes from the data or the checks.
-_NAMES_A_KEY = re.compile(r"^(data|model|train|scaling|output|tune)[.:]")
-
 
 @dataclass(frozen=True)
 class Launch:
@@ -39,17 +34,6 @@ class Launch:
 
 
 @contextmanager
-def located(job: JobSpec) -> Iterator[None]:
-    """Prefix errors that name a job key with the job file, as the schema's own errors are."""
-    try:
-        yield
-    except JobError as exc:
-        if _NAMES_A_KEY.match(str(exc)):
-            raise JobError(f"{job.source}: {exc}") from None
-        raise
-
-
-@contextmanager
 def launch(job: JobSpec, address: str | None = None,
            notify: Callable[[str], None] = lambda phase: None) -> Iterator[Launch]:
     """Check `job` against its data and hardware, join or start Ray, write the shards; Ray stops on exit
@@ -58,18 +42,21 @@ def launch(job: JobSpec, address: str | None = None,
         notify("listing data")
         plan = plan_shards(job.data)  # a missing path or a bad table stops here, before Ray starts
         check_tasks(job, plan.tasks)
+        check_weights(job)
         embedded = not (address or os.environ.get("RAY_ADDRESS") or ray.is_initialized())
         if embedded:
             check_machine(job)
+        cached = plan.cached is not None
+        if not cached and len(plan.source.examples) < RAY_MIN_IMAGES:
+            notify("writing shards")  # small: faster here than on Ray, and a bad image stops it before Ray starts
+            plan.write()
         notify("starting Ray" if embedded else "connecting to Ray")
         with ray_session(address, job.scaling.num_workers, job.scaling.cpus_per_worker) as session:
             use_gpu = check_cluster(job, ray.cluster_resources(), in_process=False)
             check_shared_storage(job)
             if plan.cached is None:
                 notify("writing shards")
-            cached = plan.cached is not None
-            manifest = plan.write()
-            yield Launch(manifest, cached, session, use_gpu)
+            yield Launch(plan.write(), cached, session, use_gpu)
 
 
 def check_shared_storage(job: JobSpec) -> None:

@@ -15,9 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-import ray
-
 import psutil
+import ray
 
 from cnnjobs.results.rundir import RunDir
 from cnnjobs.spec import JobSpec

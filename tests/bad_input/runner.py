@@ -32,7 +32,7 @@ HEAVY = {"torch", "torchvision", "ray"}
 RAY_WOULD_START = 99
 
 
-class _BlockRay(importlib.abc.MetaPathFinder):
+class BlockRay(importlib.abc.MetaPathFinder):
     """Refuses `import ray` and remembers that it was tried."""
 
     def __init__(self) -> None:
@@ -42,7 +42,6 @@ class _BlockRay(importlib.abc.MetaPathFinder):
         if name.split(".")[0] == "ray":
             self.tried.append(name)
             raise ImportError(f"bad-input runner: a job-file case imported {name}")
-        return None
 
 
 def _call(argv: list[str]) -> int:
@@ -115,8 +114,9 @@ def run_forked(case: dict, folder: str) -> dict:
             sys.stderr.flush()
             os._exit(code)
     _, status = os.waitpid(pid, 0)
-    return {"id": case["id"], "code": os.waitstatus_to_exitcode(status), "stdout": Path(out).read_text(errors="replace"),
-            "stderr": Path(err).read_text(errors="replace"), "seconds": time.perf_counter() - start}
+    read = [Path(name).read_text(errors="replace") for name in (out, err)]
+    return {"id": case["id"], "code": os.waitstatus_to_exitcode(status), "stdout": read[0], "stderr": read[1],
+            "seconds": time.perf_counter() - start}
 
 
 def _ray_would_start(*args, **kwargs):
@@ -128,7 +128,7 @@ def _ray_would_start(*args, **kwargs):
 def main(cases_file: str, results_file: str, fork: bool) -> None:
     sys.path.insert(0, str(REPO))
     cases = json.loads(Path(cases_file).read_text())
-    blocker = _BlockRay()
+    blocker = BlockRay()
     if fork:
         import ray
         import torch  # noqa: F401 - imported once here, not in every child

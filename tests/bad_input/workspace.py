@@ -4,6 +4,7 @@ of every byte in it, taken before and after the command, that shows nothing was 
 from __future__ import annotations
 
 import atexit
+import base64
 import copy
 import functools
 import hashlib
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,21 +41,30 @@ def summary(run_dir: Path, **changes: Any) -> dict:
                      "classes": {"digit": [str(c) for c in range(10)]}, "mean": [0.3], "std": [0.4]}, **changes}
 
 
-def run_folder(run_dir: Path, files: tuple[str, ...] = EARLIER_FILES, **changes: Any) -> Path:
-    """A run folder of the digits job holding `files` (a real state dict in best_model.pt)."""
-    import torch
+# `torch.save({"backbone.0.weight": torch.ones(2, 2)})`, zlib-compressed: written without importing torch, so
+# that the job-file cases stay fast (a test loads it back with weights_only=True).
+BEST_MODEL = zlib.decompress(base64.b64decode(
+    "eNqlVM+L00AUniRtWqN2WxEW97DnCprmR9PuKm4hSC452K24lL2ENJ1tw2abnWTaRUFYEBf8J/wzFO+CR9GzB9GL4sGrRyeJm52k"
+    "tOvqwPBI8r7vffPyvemaXAGAchnMrSq4BuzAGbsz2Bja2BYP9z1Dr4DdzDpmnyLQr5H8ge3sD/wJFCXxCLqjMUaMg31CIFpT7Hqh"
+    "YAVwMHW9oYXhJPQDa6YIiK3X+yUCDkmmPYKISyCC4fk2fpi8FFChz5AcCRX7HInO4RTxZgGj0rYJTNZkT1CZBOYEXXrhOL7nQQe7"
+    "/iQUHgRDGMDhfdfBAhJu9tBljK700NVQ7Jql8psvM+cVoYt2d2EXVkEx7YK45wcHNrZmMAhJAUNnwK4cUb3++elZpJBZSrUG2mdU"
+    "fw5s2Z47mhzACTZ0Ndfav1qtZiSgc4S+s6QEu1RADXRSAYPHGPpRfwz97r/UPV2ei7EHIw3P7329wZMq/FINFbCVcVVDMvQ7/yEA"
+    "gOMOvSMlO9fH36qxg5cpWQFqqiT9o42LSlGFqOKHl6NH5/d/HShnBogPH8LAJQ54YkeGtdyhoYsXFCBrbWVD3tzUZHlDa7aaqqS0"
+    "pGa7qWiaqmmKJslyq6VqsU1/lLfe1omOeqySicSmOulpqM4pz98DeTQ9AKsZJM+ARfOTJ6FNvJYh2aZJ5iYnz0MbsZbh+UjxpAOQ"
+    "h9PuqWTgOyzIeTePpX2wksF+prALzk//nvUMuMeBc4zTNXn+1qnNuNspspSL75kk/uKSSHDxp3fF5Dm5wYp8ginF+Unub1urVtg="))
 
+
+def run_folder(run_dir: Path, files: tuple[str, ...] = EARLIER_FILES, **changes: Any) -> Path:
+    """A run folder of the digits job holding `files`."""
     run_dir.mkdir(parents=True)
     contents = {
-        "job.yaml": lambda: (REPO / "jobs/digits_lenet.yaml").read_text(),
-        "summary.json": lambda: json.dumps(summary(run_dir, **changes), indent=1),
-        "metrics.csv": lambda: "epoch,train/loss,val/loss,val/acc\n1,1.2,0.6,0.8\n2,0.5,0.3,0.9\n",
+        "job.yaml": lambda: (REPO / "jobs/digits_lenet.yaml").read_bytes(),
+        "summary.json": lambda: json.dumps(summary(run_dir, **changes), indent=1).encode(),
+        "metrics.csv": lambda: b"epoch,train/loss,val/loss,val/acc\n1,1.2,0.6,0.8\n2,0.5,0.3,0.9\n",
+        "best_model.pt": lambda: BEST_MODEL,
     }
     for name in files:
-        if name == "best_model.pt":
-            torch.save({"backbone.0.weight": torch.ones(6, 1, 5, 5)}, run_dir / name)
-        else:
-            (run_dir / name).write_text(contents[name]())
+        (run_dir / name).write_bytes(contents[name]())
     return run_dir
 
 
@@ -115,9 +126,10 @@ def write_job(ws: Path, job: str | dict | None, base: str, values: dict[str, str
 
 def line_of(text: str, dotted: str) -> int:
     """The 1-based line of the key `dotted` in YAML `text` (composed by PyYAML, not by cnnjobs' loader)."""
-    node = yaml.compose(text)
-    for part in dotted.split("."):
-        key, node = next((k, v) for k, v in node.value if k.value == part)
+    node, parts = yaml.compose(text), dotted.split(".")
+    while parts:  # a key may hold dots itself (tune.space's `train.lr`): the longest one that matches
+        key, node, parts = next((k, v, parts[n:]) for n in range(len(parts), 0, -1) for k, v in node.value
+                                if k.value == ".".join(parts[:n]))
     return key.start_mark.line + 1
 
 
@@ -156,7 +168,7 @@ def class_folders(root: Path, classes: tuple[str, ...] = ("car", "frog", "lizard
 
 @functools.cache
 def _template(kind: str) -> Path:
-    """Made once per process in a temporary folder: the earlier run (torch writes its best_model.pt), or shards
+    """Made once per process in a temporary folder: the earlier run, or shards
     (3 classes, 16x16 grayscale) written by cnnjobs itself, serially in this process: no Ray."""
     folder = Path(tempfile.mkdtemp(prefix=f"cnnjobs-bad-input-{kind}-"))
     atexit.register(shutil.rmtree, folder, True)

@@ -84,7 +84,7 @@ def test_every_service_of_the_cluster_listens_on_loopback(loopback_cluster):
 
 def test_a_two_worker_job_on_both_nodes_through_the_jobs_api(loopback_cluster, tmp_path):
     project = tmp_path / "project"  # uploaded as the job's working_dir
-    job = digits_job(project, tmp_path / "shared", scaling__num_workers=2, scaling__placement="strict_spread")
+    digits_job(project, tmp_path / "shared", scaling__num_workers=2, scaling__placement="strict_spread")
     done = cnnjobs("submit", "job.yaml", "--address", loopback_cluster.dashboard, "--json",
                    env=loopback_cluster.env(), cwd=project)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

@@ -12,10 +12,26 @@ from matplotlib.colors import to_rgba
 from PIL import Image, ImageDraw
 
 from cnnjobs.results import files
-from cnnjobs.results.grids import (RIGHT, WRONG, Augmented, Predictions, augmentation_grid, prediction_grid,
-                                   save_figure, short_name)
-from cnnjobs.results.plots import (FULL_LIMIT, SHOWN, ConfusedPair, confused_pairs, confusion_figure,
-                                   learning_curves, most_confused_classes, save_plots)
+from cnnjobs.results.grids import (
+    RIGHT,
+    WRONG,
+    Augmented,
+    Predictions,
+    augmentation_grid,
+    prediction_grid,
+    save_figure,
+    short_name,
+)
+from cnnjobs.results.plots import (
+    FULL_LIMIT,
+    SHOWN,
+    ConfusedPair,
+    confused_pairs,
+    confusion_figure,
+    learning_curves,
+    most_confused_classes,
+    save_plots,
+)
 from cnnjobs.results.summary import DataFacts, TrainSummary
 
 NAMES = ["Perfume and Body Mist", "Tshirts", "Casual Shoes", "Navy Blue", "Lip Gloss", "Ties and Cufflinks"]

@@ -105,7 +105,9 @@ def test_frozen_backbone_is_unchanged_and_thaws_after_unfreeze_after(ray_cluster
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_single_gpu_with_mixed_precision_and_channels_last(ray_cluster, tmp_path, cache_dir):
-    job = digits(tmp_path, cache_dir, "train.epochs=4", "scaling.use_gpu=true", "train.precision=bf16",
+    # 12 epochs: 4 reached 0.76 on an H100 (a few seconds either way); the CPU test's 8 epochs reach 0.91-0.97.
+    job = digits(tmp_path, cache_dir, "train.epochs=12", "scaling.use_gpu=true", "train.precision=bf16",
                  "train.channels_last=true")
     result = submit(job)
-    assert result.summary.use_gpu and result.summary.metrics["test"].acc > 0.8
+    assert result.summary.use_gpu and not result.summary.in_process, "a GPU job gets a Ray Train worker with a GPU"
+    assert result.summary.metrics["test"].acc > 0.8
