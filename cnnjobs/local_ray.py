@@ -3,7 +3,7 @@
 
 It is an ordinary `ray start --head` with its own temporary folder (so `down` stops this instance and no other),
 every service bound to 127.0.0.1 as the embedded instance is, and its address kept in
-`~/.cache/cnnjobs/local_ray.json`.
+`~/.cache/cnnjobs/local_ray.json` (`$XDG_CACHE_HOME` when set).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from cnnjobs.errors import JobError
 from cnnjobs.session import LOOPBACK, local_cpus, loopback_env
 
-STATE = Path(os.path.expanduser("~/.cache/cnnjobs/local_ray.json"))
+STATE = Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "cnnjobs" / "local_ray.json"
 TEMP_DIR = os.path.join(tempfile.gettempdir(), f"cnnjobs-ray-{os.getuid()}")  # short: Ray's socket paths
 
 
@@ -82,7 +82,11 @@ def down(grace_s: float = 10.0) -> bool:
             pass
     _, alive = psutil.wait_procs(processes, timeout=grace_s)
     for process in alive:
-        process.kill()
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
     shutil.rmtree(TEMP_DIR, ignore_errors=True)
     return record or bool(processes)
 

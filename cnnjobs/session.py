@@ -28,6 +28,8 @@ import ray._private.ray_constants as ray_constants  # private: the switch that k
 import ray._private.worker as ray_worker  # private: the hook for raylet messages
 import ray.data
 
+from cnnjobs.errors import JobError
+
 _LOGGERS = ("ray", "cnnjobs", "py.warnings")
 _HELD_LINES = 10_000
 LOOPBACK = "127.0.0.1"
@@ -71,6 +73,7 @@ class RaySession:
     local: bool  # a single-node instance on this machine (the embedded one, or `ray start --head` here)
     started: bool  # started by this session (and stopped at its end)
     _held: logging.handlers.MemoryHandler
+    where: str = ""  # which instance, in words: recorded in the summary and shown by `plan`
 
     def attach(self, logs_dir: str) -> None:
         """Write Ray's log lines (those held so far, and all later ones) to `<logs_dir>/ray.log`."""
@@ -133,6 +136,22 @@ def _single_local_node() -> bool:
     return len(alive) == 1 and alive[0]["NodeID"] == ray.get_runtime_context().get_node_id()
 
 
+def _connect(address: str, options: dict) -> None:
+    """`ray.init` on an existing instance, sending the token when one is at hand: Ray enables token authentication
+    by itself only for an instance it finds without an address, and `cnnjobs up` or a cluster's head started with
+    Ray 2.60's default asks for one. A refused connection is one line."""
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    try:
+        ray.init(address=address, **options)
+    except ConnectionError as exc:
+        cause = exc.__cause__ or exc
+        why = "it refused the token (copy the head's ~/.ray/auth_token, or set RAY_AUTH_TOKEN)" \
+            if "InvalidAuthToken" in str(cause) or "Authentication" in str(cause) else str(exc).splitlines()[0]
+        raise JobError(f"cannot connect to the Ray instance at {address}: {why}") from None
+
+
 @contextmanager
 def ray_session(address: str | None = None, workers: int = 1, cpus_per_worker: float = 1.0) -> Iterator[RaySession]:
     """Use the Ray cluster at `address` / `RAY_ADDRESS`, else the warm local instance (`cnnjobs up`), else start
@@ -151,15 +170,21 @@ def ray_session(address: str | None = None, workers: int = 1, cpus_per_worker: f
         if not ray.is_initialized():
             common = {"log_to_driver": False, "configure_logging": True, "logging_level": logging.INFO}
             if target or warm:
-                ray.init(address=target or warm.address, **common)
+                _connect(target or warm.address, common)
             else:
                 ray.init(address="local", num_cpus=local_cpus(workers, cpus_per_worker), include_dashboard=True,
                          dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK, **common)
                 started = True
         _quiet_ray_children()
         ray.data.DataContext.get_current().enable_progress_bars = False
+        if started:
+            where = "a local Ray instance started for this run (cnnjobs up keeps one warm)"
+        elif warm or target:
+            where = f"the warm local instance at {warm.address} (cnnjobs up)" if warm else f"the Ray cluster at {target}"
+        else:
+            where = "the Ray instance of this process"
         try:
-            yield RaySession(local=started or _single_local_node(), started=started, _held=held)
+            yield RaySession(local=started or _single_local_node(), started=started, _held=held, where=where)
         finally:
             if started:
                 ray.shutdown()

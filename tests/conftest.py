@@ -49,9 +49,10 @@ def stand_in(kind: str, out: Path, n: int | None = None) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The two-node cluster tests first: they start their own cluster, and only one Ray instance may run at a time
-    (the session's is started by the first test that asks for it, later)."""
-    items.sort(key=lambda item: "tests/cluster/" not in item.nodeid)
+    """The tests that start Ray instances of their own first (the local instances, then the two-node cluster):
+    only one Ray instance may run at a time, and the session's is started later by the first test that asks."""
+    order = ("tests/local/", "tests/cluster/")
+    items.sort(key=lambda item: next((i for i, folder in enumerate(order) if folder in item.nodeid), len(order)))
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnjobs.cli import main
 from cnnjobs.data import shards
 from cnnjobs.models import build_model
 from cnnjobs.results.runs import load_run
@@ -99,3 +100,25 @@ def test_two_workers_learn_like_one(one_worker_runs, tmp_path):
     for split in ("val", "test"):
         assert math.isclose(two.summary.metrics[split].acc, single.summary.metrics[split].acc,
                             abs_tol=0.05), split
+
+
+def test_one_and_two_workers_count_the_same_validation_and_test_images(ray_cluster, write_job, tmp_path, capsys):
+    """Evaluation is sharded: each worker scores its part of a split and the counts are summed. With weights that
+    do not move (a learning rate of 1e-30), one worker and two must count exactly the same."""
+    job = load_job(write_job({"train.epochs": 1, "train.lr": 1e-30, "scaling.use_gpu": False}))
+    one = submit(job)
+    two = submit(job.model_copy(update={"scaling": job.scaling.model_copy(update={"num_workers": 2})}))
+    assert [r.summary.in_process for r in (one, two)] == [True, False]
+    assert two.summary.confusion == one.summary.confusion
+    assert sum(map(sum, one.summary.confusion["digit"])) == one.summary.data.rows["test"]
+    for split in ("val", "test"):
+        assert two.summary.metrics[split].acc == one.summary.metrics[split].acc, split
+        assert two.summary.metrics[split].loss == pytest.approx(one.summary.metrics[split].loss, rel=1e-5), split
+
+    # `cnnjobs compare` lines the two runs up: the one setting that differs, the same results, one figure.
+    figure = tmp_path / "compare.png"
+    assert main(["compare", one.run_dir, two.run_dir, "--out", str(figure), "--json"]) == 0
+    compared = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert compared["differences"] == {"scaling.num_workers": [1, 2]}
+    assert compared["results"]["test/acc"] == [one.summary.metrics["test"].acc] * 2
+    assert compared["curves"] == str(figure) and figure.stat().st_size > 10_000

@@ -7,6 +7,7 @@ Exit codes: 0 success; 2 bad input (one line naming the file and key or path, no
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Callable
 
@@ -54,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnjobs: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or args.debug:
+            raise
+        # Every run file is written to a temporary name and renamed: the versions written before are intact.
+        print(f"cnnjobs: error: {exc.filename or 'a file'}: {exc.strerror}; the files written before it are "
+              "intact: free some space (or set output.dir elsewhere) and continue with cnnjobs submit --resume RUN",
+              file=sys.stderr)
+        return 1
 
 
 def _summary_of(run_dir: str):

@@ -39,9 +39,16 @@ def summary_panel(summary: TrainSummary) -> Table:
     restarts = ", ".join(f"epoch {r.from_epoch} ({r.reason})" for r in summary.restarts) or None
     return _grid([("job", summary.job), ("run", summary.run_id), ("status", summary.status), ("arch", summary.arch),
                   ("epochs", f"{summary.epochs_run} of {summary.epochs}"), ("restarts", restarts),
-                  ("time", f"{fmt(summary.duration_s)} s"), ("run dir", summary.run_dir),
+                  ("time", _seconds(summary.duration_s, summary.to_first_step_s)), ("ray", summary.ray),
+                  ("run dir", summary.run_dir),
                   ("data", summary.timing.verdict if summary.timing else None),
                   ("error", summary.error), ("resume", summary.resume)])
+
+
+def _seconds(total: float | None, first_step: float | None) -> str | None:
+    if total is None:
+        return None
+    return f"{total:.1f} s" + (f" (first step after {first_step:.1f} s)" if first_step is not None else "")
 
 
 def metrics_table(summary: TrainSummary) -> Table:
@@ -148,7 +155,7 @@ def tune_panel(summary: TuneSummary) -> Table:
         ("epochs", f"{summary.epochs_run} run of {full} for every trial to the end"),
         ("best", f"{summary.monitor} = {fmt(summary.best_metric)} in trial {best.trial}" if best else None),
         ("values", ", ".join(f"{k}={fmt(v)}" for k, v in best.values.items()) if best else None),
-        ("time", f"{fmt(summary.duration_s)} s"), ("run dir", summary.run_dir), ("next", next_step),
+        ("time", _seconds(summary.duration_s, None)), ("run dir", summary.run_dir), ("next", next_step),
         ("error", summary.error)])
 
 

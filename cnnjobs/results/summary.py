@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from cnnjobs.errors import JobError
+from cnnjobs.metrics import per_class_precision
 
 SCHEMA_VERSION = 2
 Status = Literal["running", "succeeded", "failed", "interrupted"]
@@ -105,6 +107,7 @@ class TrainSummary(_Common):
     kind: Literal["train"] = "train"
     in_process: bool | None = None
     driver: str | None = None  # host:pid of the process that trains (or waits on the workers)
+    ray: str | None = None  # the Ray instance it ran on, in words (started for it, warm, a cluster)
     workers: list[str] = Field(default_factory=list)  # the Ray node id of each worker, by rank
     best_epoch: int | None = None
     stopped_early: bool = False
@@ -179,7 +182,12 @@ def _from_v1(raw: dict[str, Any]) -> dict[str, Any]:
     out["stopped_early"] = bool(raw.get("stopped_early"))
     if raw.get("test_confusion"):
         out["confusion"], out["evaluated"] = raw["test_confusion"], "test"
-    out["per_class"] = {task: [{"name": row["class"], "count": row["count"], "correct": row["correct"],
-                                "recall": row.get("acc")} for row in rows]
-                        for task, rows in (raw.get("test_per_class") or {}).items()}
+    out["per_class"] = {}
+    for task, rows in (raw.get("test_per_class") or {}).items():
+        confusion = (raw.get("test_confusion") or {}).get(task)
+        # Version 1 kept no precision; the confusion matrix it kept gives it back.
+        precision = per_class_precision(np.asarray(confusion)) if confusion else [np.nan] * len(rows)
+        out["per_class"][task] = [{"name": row["class"], "count": row["count"], "correct": row["correct"],
+                                   "recall": row.get("acc"), "precision": None if np.isnan(p) else float(p)}
+                                  for row, p in zip(rows, precision)]
     return out

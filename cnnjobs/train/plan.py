@@ -84,8 +84,9 @@ def plan(job: JobSpec, *, address: str | None = None, steps: int = PROBE_STEPS,
         build_trainer(loop, data, run, launched.use_gpu).fit()
         snapshot = ray.get(tracker.poll.remote())
         resources = ray.cluster_resources()
-        target = "this machine, the loop in this process" if in_process else \
-            f"Ray ({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs, {len(ray.nodes())} node(s))"
+        size = f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs, {len(ray.nodes())} node(s)"
+        target = f"{launched.session.where} ({size}), " + \
+            ("the loop in this process" if in_process else f"{job.scaling.num_workers} worker process(es)")
         probed = time.time()
     end_s = time.time() - probed
     probe = snapshot.probe

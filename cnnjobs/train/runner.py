@@ -171,6 +171,7 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
         summary.use_gpu, summary.in_process = launched.use_gpu, in_process
         summary.data = data_facts(job, manifest, launched.cached)
         summary.driver = f"{socket.gethostname()}:{os.getpid()}"
+        summary.ray = launched.session.where
         earlier = list(previous.rows) if previous else []
         rows = list(earlier)
         snapshot = Snapshot()
