@@ -180,7 +180,8 @@ def ray_session(address: str | None = None, workers: int = 1, cpus_per_worker: f
         if started:
             where = "a local Ray instance started for this run (cnnjobs up keeps one warm)"
         elif warm or target:
-            where = f"the warm local instance at {warm.address} (cnnjobs up)" if warm else f"the Ray cluster at {target}"
+            where = f"the warm local instance at {warm.address} (cnnjobs up)" if warm else \
+                f"the Ray cluster at {target}"
         else:
             where = "the Ray instance of this process"
         try:

@@ -22,8 +22,16 @@ import pytest
 from cnnjobs.cli import main
 from tests.bad_input.cases import AREAS, CASES, Case
 from tests.bad_input.runner import RAY_WOULD_START, BlockRay
-from tests.bad_input.workspace import (EARLIER_FILES, EARLIER_RUN, Prepared, class_folders, fill, prepare_case,
-                                       run_batch, snapshot)
+from tests.bad_input.workspace import (
+    EARLIER_FILES,
+    EARLIER_RUN,
+    Prepared,
+    class_folders,
+    fill,
+    prepare_case,
+    run_batch,
+    snapshot,
+)
 from tests.conftest import cli_env
 
 EARLY = [case for case in CASES if case.loads_only]

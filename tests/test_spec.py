@@ -67,8 +67,8 @@ def test_unknown_key_suggests_the_right_one(tmp_path):
 
 def test_unknown_key_without_a_close_match_lists_the_allowed_ones(tmp_path):
     message = error_of(write(tmp_path, GOOD + "scaling:\n  gpus: 2\n"))
-    assert message.endswith(":12: scaling.gpus: unknown key; allowed: num_workers, use_gpu, cpus_per_worker, placement, "
-                              "in_process")
+    assert message.endswith(":12: scaling.gpus: unknown key; allowed: num_workers, use_gpu, cpus_per_worker, "
+                              "placement, in_process")
 
 
 def test_unknown_architecture_suggests_a_registered_one(tmp_path):

@@ -22,8 +22,9 @@ from cnnjobs.spec import AugmentSpec, ColorJitterSpec
 
 def make_augment(spec: AugmentSpec) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
     """The augmentation `spec` describes, as a function of a uint8 (N, C, H, W) batch and a torch generator."""
-    jitter = ColorJitterSpec(brightness=spec.color_jitter, contrast=spec.color_jitter,
-                             saturation=spec.color_jitter) if isinstance(spec.color_jitter, float) else spec.color_jitter
+    jitter = spec.color_jitter
+    if isinstance(jitter, float):
+        jitter = ColorJitterSpec(brightness=jitter, contrast=jitter, saturation=jitter)
     geometric = any([spec.rotation, spec.shift, spec.shear, spec.zoom, spec.affine, spec.random_resized_crop])
 
     def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -191,7 +191,7 @@ def _decode(batch: dict[str, np.ndarray], shape: tuple[int, int, int]) -> dict[s
     ok, errors = np.zeros(len(images), bool), []
     for i, raw in enumerate(batch["bytes"]):
         try:
-            images[i] = load_pixels(lambda: Image.open(io.BytesIO(raw)), shape).transpose(2, 0, 1)
+            images[i] = load_pixels(lambda raw=raw: Image.open(io.BytesIO(raw)), shape).transpose(2, 0, 1)
             ok[i] = True
             errors.append("")
         except BadImage as exc:

@@ -23,6 +23,7 @@ from cnnjobs.errors import JobError
 from cnnjobs.session import RaySession, ray_session
 from cnnjobs.spec import JobSpec
 
+
 @dataclass(frozen=True)
 class Launch:
     """A job ready to train: its shards, the Ray session, and the hardware decisions taken for it."""

@@ -156,7 +156,7 @@ def train_loop(config: dict[str, Any]) -> None:
         logits = {task: out.float() for task, out in logits.items()}
         labels = {task: batch[f"label_{task}"] for task in num_classes}
         losses = {task: task_loss(out, labels[task], spec.label_smoothing) for task, out in logits.items()}
-        tally.add({t: o.detach() for t, o in logits.items()}, labels, {t: value.detach() for t, value in losses.items()})
+        tally.add({t: o.detach() for t, o in logits.items()}, labels, {t: v.detach() for t, v in losses.items()})
         return sum(task_weights.get(task, 1.0) * loss for task, loss in losses.items())
 
     def evaluate(name: str, limit: int = 0) -> Tally:

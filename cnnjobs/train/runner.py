@@ -213,7 +213,7 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier
     def fit() -> None:
         try:
             outcome["result"] = trainer.fit()
-        except BaseException as exc:  # handed to the main thread below
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
             outcome["error"] = exc
 
     thread = threading.Thread(target=fit, name="cnnjobs-fit", daemon=True)

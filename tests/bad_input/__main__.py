@@ -1,7 +1,8 @@
 """`python -m tests.bad_input`: run the whole catalogue and print the README's table of the lines users get.
 
 The job file of each case is shown as `jobs/x.yaml` and its workspace as `~/project`, so the lines read as they
-would in a project folder. Ray never starts (see runner.py); nothing is checked here: `pytest tests/test_bad_input.py` does.
+would in a project folder. Ray never starts (see runner.py); nothing is checked here:
+`pytest tests/test_bad_input.py` does.
 """
 
 from __future__ import annotations

@@ -14,10 +14,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tests.bad_input.makers import (HEADER, ROWS, a_zip_file, class_folders_at, download_source, empty_folder,
-                                    empty_val_folder, images_with_a_bomb, lfs_pointers, misspelt_val_folder,
-                                    other_run, photo_named_yaml, pickled_weights, run_with_a_corrupt_summary,
-                                    search_run, served, shards, table, tar_with, unmatched_photos, zip_with)
+from tests.bad_input.makers import (
+    HEADER,
+    ROWS,
+    a_zip_file,
+    class_folders_at,
+    download_source,
+    empty_folder,
+    empty_val_folder,
+    images_with_a_bomb,
+    lfs_pointers,
+    misspelt_val_folder,
+    other_run,
+    photo_named_yaml,
+    pickled_weights,
+    run_with_a_corrupt_summary,
+    search_run,
+    served,
+    shards,
+    table,
+    tar_with,
+    unmatched_photos,
+    zip_with,
+)
 from tests.bad_input.workspace import DROP, EARLIER_RUN
 
 AREAS = ("config", "data", "runs", "security")
@@ -189,8 +208,8 @@ CASES: list[Case] = [
     Case("csv_no_usable_rows", "data", "{job}: data.source.path: {ws}/data/fashion/styles.csv: no usable rows (3 "
          "skipped; first: {ws}/data/fashion/styles.csv:2: image file not found: {ws}/data/fashion/img/0.png)",
          "{ws}/data/fashion/styles.csv", {**TABLE, "data.source.images": "img/{id}.png"}, FASHION, make=table()),
-    Case("every_image_corrupt", "data", r"{job}: data\.source: the train split has no usable images \(9 skipped; first: "
-         r"{ws}/data/cfl/\w+/\w+\.png: not an image or an unsupported format\)", "data.source",
+    Case("every_image_corrupt", "data", r"{job}: data\.source: the train split has no usable images \(9 skipped; "
+         r"first: {ws}/data/cfl/\w+/\w+\.png: not an image or an unsupported format\)", "data.source",
          {"data.source.path": "{ws}/data/cfl"}, CFL, ("data", "prepare", "{job}"), lfs_pointers, file="{ws}/data/cfl",
          regex=True),
     Case("filenames_no_match", "data", "{job}: data.source.pattern: no file name under {ws}/data/photos matches "
@@ -240,7 +259,8 @@ CASES: list[Case] = [
          "this one reads up to 2); upgrade cnnjobs to read it", "summary.json", args=("show", OTHER_RUN),
          file=OTHER_RUN, make=other_run("20260101-000000-0002", ("job.yaml", "summary.json"), schema_version=99)),
     Case("show_corrupt_summary", "runs", OTHER_RUN + "/summary.json:1:12: unreadable summary "
-         "(Unterminated string)", "summary.json", args=("show", OTHER_RUN), file=OTHER_RUN, make=run_with_a_corrupt_summary),
+         "(Unterminated string)", "summary.json", args=("show", OTHER_RUN), file=OTHER_RUN,
+         make=run_with_a_corrupt_summary),
     Case("resume_missing_run", "runs", "nope: no such run (not a run folder, and no run id 'nope' under {ws}/runs/)",
          "nope", args=("submit", "--resume", "nope", "--dir", "{ws}/runs"), file="{ws}/runs"),
     Case("resume_succeeded_run", "runs", RUN + ": the run finished already (succeeded at epoch 2); nothing to resume. "
@@ -308,7 +328,7 @@ CASES: list[Case] = [
          {"data.source.path": "{ws}/data/cfl", "data.on_error": "fail"}, CFL, ("data", "prepare", "{job}"),
          images_with_a_bomb, file="{ws}/data/cfl/car/bomb.png"),
     Case("weights_pickled_object", "security", "{job}: model.weights: {ws}/weights/model.pt holds pickled Python "
-         "objects (io.open), not only tensors; refused (read with weights_only=True, which runs no code): save a state dict, "
-         "torch.save(model.state_dict(), PATH)", "model.weights", {"model.weights": "{ws}/weights/model.pt"},
-         make=pickled_weights),
+         "objects (io.open), not only tensors; refused (read with weights_only=True, which runs no code): save a "
+         "state dict, torch.save(model.state_dict(), PATH)", "model.weights",
+         {"model.weights": "{ws}/weights/model.pt"}, make=pickled_weights),
 ]

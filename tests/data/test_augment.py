@@ -43,7 +43,8 @@ def test_fill_is_used_for_pixels_from_outside_or_the_nearest_edge_pixel():
     assert (out == 255).any() and not (batch() == 255).any()
     # Keras' default fill_mode='nearest' (seed 004): the edge pixels are repeated, nothing new appears
     base = torch.arange(20, dtype=torch.uint8).view(1, 1, 1, 20).expand(2, 3, 16, 20).contiguous() * 10
-    nearest = make_augment(AugmentSpec(shift=0.4, fill=255, fill_mode="nearest"))(base, torch.Generator().manual_seed(0))
+    nearest = make_augment(AugmentSpec(shift=0.4, fill=255, fill_mode="nearest"))(
+        base, torch.Generator().manual_seed(0))
     assert nearest.max() <= base.max() and nearest.min() >= base.min() and not torch.equal(nearest, base)
 
 

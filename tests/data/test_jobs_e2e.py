@@ -76,5 +76,6 @@ def test_parallel_shards_equal_serial_ones(ray_cluster, tmp_path, monkeypatch):
     serial, _ = shards.prepare(job.data.model_copy(update={"cache_dir": str(tmp_path / "serial")}))
     assert serial.counts == on_ray.counts and serial.mean == pytest.approx(on_ray.mean)
     for split in ("train", "val"):
-        read = lambda manifest: [row for p in manifest.paths(split) for row in pq.read_table(p).to_pylist()]
+        read = lambda manifest, split=split: [row for path in manifest.paths(split)
+                                              for row in pq.read_table(path).to_pylist()]
         assert read(serial) == read(on_ray)
