@@ -25,8 +25,8 @@ from bench.common import alternate, median_ratio, record
 from cnnjobs.data.shards import Manifest, prepare
 from cnnjobs.models import build_model
 from cnnjobs.spec import JobSpec, load_job
-from cnnjobs.train.loop import make_optimizer
 from cnnjobs.train.runner import submit
+from cnnjobs.train.schedules import make_optimizer
 
 WORKLOADS = {
     "LeNet-5, digits 28px": ["model.arch=lenet5", "data.image_size=28", "data.channels=1", "train.batch_size=32"],
@@ -69,7 +69,7 @@ def plain_epoch_time(job: JobSpec, manifest: Manifest, epochs: int) -> float:
             optimizer.step()
         model.eval()
         with torch.no_grad():
-            for images, labels in val:
+            for images, _ in val:
                 model((images.float() / 255 - mean) / std)
         times.append(time.perf_counter() - started)
     return statistics.median(times[1:])
@@ -92,7 +92,8 @@ def main() -> None:
     out = tempfile.mkdtemp(prefix="cnnjobs-bench-")
     ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    lines = ["| workload | plain loop s/epoch | cnnjobs s/epoch | ratio (median of rounds) | target |", "|---|---|---|---|---|"]
+    lines = ["| workload | plain loop s/epoch | cnnjobs s/epoch | ratio (median of rounds) | target |",
+             "|---|---|---|---|---|"]
     for name, overrides in WORKLOADS.items():
         print(name, flush=True)
         job = load_job("jobs/digits_lenet.yaml",

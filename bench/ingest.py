@@ -21,7 +21,8 @@ import ray
 import torch
 
 from bench.common import alternate, median_ratio, record
-from cnnjobs.data.pipeline import build_datasets, to_model_input
+from cnnjobs.data.augment import make_augment
+from cnnjobs.data.pipeline import split_dataset, to_model_input
 from cnnjobs.data.shards import Manifest, prepare
 from cnnjobs.data.synth import synth
 from cnnjobs.spec import AugmentSpec, DataSpec
@@ -48,7 +49,7 @@ import sys, time
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
-folder, size, channels, batch, processes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+folder, (size, channels, batch, processes) = sys.argv[1], map(int, sys.argv[2:6])
 mean, std = eval(sys.argv[6]), eval(sys.argv[7])
 pipeline = [transforms.Resize((size, size)), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
             transforms.Normalize(mean, std)]
@@ -72,12 +73,16 @@ def dataloader_rate(folder: Path, size: int, channels: int, mean: list[float], s
 
 
 def cnnjobs_rate(manifest: Manifest) -> float:
-    train = build_datasets(manifest, augment=AugmentSpec(hflip=0.5))["train"]
+    """A train pass as a worker streams it (an augmented train split is never kept): read, decode, a seeded
+    horizontal flip on the batch and the normalization, as in the training loop."""
+    train = split_dataset(manifest, "train")
+    flip = make_augment(AugmentSpec(hflip=0.5))
+    gen = torch.Generator().manual_seed(0)
     mean = torch.tensor(manifest.mean).view(1, -1, 1, 1)
     std = torch.tensor(manifest.std).view(1, -1, 1, 1)
     started, count = time.perf_counter(), 0
-    for batch in train.iter_torch_batches(batch_size=BATCH, local_shuffle_buffer_size=None):
-        count += len(to_model_input(batch["image"], mean, std))
+    for batch in train.iter_torch_batches(batch_size=BATCH, local_shuffle_buffer_size=max(16 * BATCH, 1024)):
+        count += len(to_model_input(flip(batch["image"], gen), mean, std))
     return count / (time.perf_counter() - started)
 
 

@@ -25,6 +25,10 @@ log = logging.getLogger("cnnjobs")
 _CHUNK = 1 << 20
 
 
+class DownloadFailed(JobError):
+    """The archive could not be fetched (network, server, URL): the job's `data.source.hint` may say what else to do."""
+
+
 def fetch(download: Download, cache_dir: str) -> Path:
     """The folder holding the extracted download, fetching and extracting it on first use."""
     key = (download.sha256 or hashlib.sha256(download.url.encode()).hexdigest())[:20].lower()
@@ -68,7 +72,7 @@ def _download(download: Download, target: Path) -> None:
                 progress.advance(task, len(chunk))
     except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
         partial.unlink(missing_ok=True)
-        raise JobError(f"data.source.download.url: cannot download {download.url}: {exc}") from None
+        raise DownloadFailed(f"data.source.download.url: cannot download {download.url}: {exc}") from None
     actual = digest.hexdigest()
     if download.sha256 is None:
         log.warning("%s is not verified (no data.source.download.sha256); its SHA-256 is %s", download.url, actual)

@@ -88,9 +88,12 @@ def source_root(spec: DataSpec, folder: bool = True) -> Path:
     folder, or a file when `folder` is false (a csv table)."""
     source = spec.source
     if getattr(source, "download", None) is not None:
-        from cnnjobs.data.download import fetch
+        from cnnjobs.data.download import DownloadFailed, fetch
 
-        path = fetch(source.download, spec.cache_dir) / source.path
+        try:
+            path = fetch(source.download, spec.cache_dir) / source.path
+        except DownloadFailed as exc:
+            raise JobError(f"{exc}{hint_of(source)}") from None
     else:
         path = Path(os.path.expanduser(source.path))
     if not path.exists():
@@ -216,7 +219,7 @@ def _read_csv(spec: DataSpec) -> SourceData:
     """One row per image; `images` is a path template filled from the row; each `labels` column becomes a task."""
     source: CsvSource = spec.source
     table = source_root(spec, folder=False)
-    rows, skipped = _csv_rows(table, source)
+    rows, skipped = csv_rows(table, source)
     if source.keep_mode or source.keep_size:
         rows, filtered = _keep_matching(rows, source)
         skipped += filtered
@@ -233,7 +236,7 @@ def _read_csv(spec: DataSpec) -> SourceData:
     return SourceData(tasks, examples, fingerprint, skipped)
 
 
-def _csv_rows(table: Path, source: CsvSource) -> tuple[list[tuple[Path, dict[str, str]]], list[tuple[str, str]]]:
+def csv_rows(table: Path, source: CsvSource) -> tuple[list[tuple[Path, dict[str, str]]], list[tuple[str, str]]]:
     """The rows that have as many fields as the header, non-empty labels and an existing image file under the
     table's folder (a row's values never lead elsewhere: a downloaded table is data, not instructions)."""
     rows, skipped = [], []

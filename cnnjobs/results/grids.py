@@ -37,7 +37,7 @@ _ROW_GAP = 0.3  # inches between an image and the labels of the tile under it
 
 
 @dataclass
-class Predictions:
+class EvaluatedImages:
     """Evaluated images with each task's true and predicted class index, per image."""
 
     images: Any  # uint8 (N, C, H, W), numpy or torch

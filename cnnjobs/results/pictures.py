@@ -19,7 +19,7 @@ from cnnjobs.data.augment import make_augment
 from cnnjobs.data.pipeline import decode_images
 from cnnjobs.data.shards import MANIFEST, Manifest
 from cnnjobs.results import files
-from cnnjobs.results.grids import Augmented, Predictions
+from cnnjobs.results.grids import Augmented, EvaluatedImages
 from cnnjobs.results.plots import save_plots
 from cnnjobs.results.summary import TrainSummary
 from cnnjobs.results.tensorboard import write_epochs
@@ -45,7 +45,7 @@ def draw(location: str, summary: TrainSummary, rows: list[dict[str, Any]], job: 
         images, labels = first_images(manifest, summary.evaluated, GRID_IMAGES)
         trained = trained_from(Run(location, summary), job, summary)
         probabilities = trained.probabilities(torch.from_numpy(images))
-        predictions = Predictions(images, {task: values.tolist() for task, values in labels.items()},
+        predictions = EvaluatedImages(images, {task: values.tolist() for task, values in labels.items()},
                                   {task: p.argmax(1).tolist() for task, p in probabilities.items()})
     if manifest is not None and job.data.augment is not None:
         originals, _ = first_images(manifest, "train", AUGMENTED_IMAGES)

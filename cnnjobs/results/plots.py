@@ -25,7 +25,14 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from cnnjobs import storage  # noqa: E402
 from cnnjobs.metrics import Metric, most_confused  # noqa: E402
 from cnnjobs.results import files  # noqa: E402
-from cnnjobs.results.grids import Augmented, Predictions, augmentation_grid, prediction_grid, save_figure, short_name  # noqa: E402
+from cnnjobs.results.grids import (  # noqa: E402
+    Augmented,
+    EvaluatedImages,
+    augmentation_grid,
+    prediction_grid,
+    save_figure,
+    short_name,
+)
 from cnnjobs.results.summary import TrainSummary  # noqa: E402
 
 # Up to FULL_LIMIT classes the matrix shows every class, its names at >= 7 pt on cells of >= 0.16 in: 60 classes
@@ -48,7 +55,7 @@ class ConfusedPair:
 
 
 def save_plots(location: str, summary: TrainSummary, rows: list[dict[str, Any]],
-               predictions: Predictions | None = None, augmented: Augmented | None = None) -> list[str]:
+               predictions: EvaluatedImages | None = None, augmented: Augmented | None = None) -> list[str]:
     """Draw the run's pictures into its folder `location`: learning curves, a confusion matrix per task, and,
     when given, the prediction grid of evaluated images and the augmentation grid; returns the files written."""
     title = f"{summary.job} / {summary.run_id}"

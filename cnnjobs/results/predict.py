@@ -137,13 +137,13 @@ def _folder(folder: Path, classes: dict[str, list[str]]) -> list[tuple[str, dict
 def _table(table: Path, trained: TrainedModel) -> tuple[list[tuple[str, dict[str, str]]], list[tuple[str, str]]]:
     """Rows of a CSV in the layout of the job's CSV source, read as training read it: the image path from its
     template, the labels from its columns (malformed rows and missing images are skipped with the reason)."""
-    from cnnjobs.data.sources import _csv_rows
+    from cnnjobs.data.sources import csv_rows
 
     source = trained.job.data.source
     if not isinstance(source, CsvSource):
         raise JobError(f"{table}: a CSV table is read with the job's own CSV layout, and {trained.job.name} trained "
                        f"on {source.type} data; give the image files or folders instead")
-    rows, skipped = _csv_rows(table, source)
+    rows, skipped = csv_rows(table, source)
     return [(str(image), {task: values[task] for task in source.labels}) for image, values in rows], skipped
 
 

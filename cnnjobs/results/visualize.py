@@ -10,7 +10,6 @@ Written into `<run folder>/visualize/<image stem>/` unless told otherwise:
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from cnnjobs import storage  # noqa: E402
 from cnnjobs.data.decode import BadImage  # noqa: E402
 from cnnjobs.errors import JobError  # noqa: E402
 from cnnjobs.results import files  # noqa: E402
+from cnnjobs.results.grids import save_figure, show_image  # noqa: E402
 from cnnjobs.results.trained import TrainedModel, load_trained  # noqa: E402
 
 MAX_PANELS = 64  # channels drawn per layer: beyond that the panels get too small to read
@@ -119,13 +119,13 @@ def visualize(ref: str, image: str, out: str | None = None, cam: bool = False, r
     for index, (name, kind, maps) in enumerate(activations, 1):
         location = storage.join(out, files.feature_maps_png(index, name))
         title = f"{job}: {name} ({kind}), layer {index} of {len(activations)}"
-        _write(feature_grid(maps, title), location)
+        save_figure(feature_grid(maps, title), location)
         layers.append(LayerMaps(name, kind, tuple(maps.shape), min(len(maps), MAX_PANELS), location))
 
     classes = trained.preprocessing.classes
     prediction = [_top(task, probabilities[task][0], classes[task]) for task in probabilities]
     prediction_png = storage.join(out, files.PREDICTION_PNG)
-    _write(prediction_figure(pixels, prediction, f"{job}: {Path(image).name}"), prediction_png)
+    save_figure(prediction_figure(pixels, prediction, f"{job}: {Path(image).name}"), prediction_png)
 
     cams = []
     if cam:
@@ -133,7 +133,7 @@ def visualize(ref: str, image: str, out: str | None = None, cam: bool = False, r
             heat = grad_cam(trained, batch, convs[-1], guess.task, guess.index)
             location = storage.join(out, files.gradcam_png(guess.task))
             title = f"{job}: {guess.task} = {guess.predicted} ({guess.probability:.1%})\nGrad-CAM on {convs[-1]}"
-            _write(cam_figure(pixels, heat, title), location)
+            save_figure(cam_figure(pixels, heat, title), location)
             cams.append(GradCam(guess.task, guess.index, guess.predicted, guess.probability, convs[-1], location,
                                 heat))
     return Visualized(trained.run.path, job, image, out, layers, prediction, prediction_png, cams)
@@ -230,7 +230,8 @@ def prediction_figure(pixels: np.ndarray, prediction: list[TaskPrediction], titl
     figure = plt.figure(figsize=(9, max(3.5, 1.5 * len(prediction) + 0.7)), layout="constrained")
     grid = figure.add_gridspec(len(prediction), 2, width_ratios=(1, 1.3))
     picture = figure.add_subplot(grid[:, 0])
-    _show_image(picture, pixels)
+    show_image(picture, pixels)
+    picture.axis("off")
     picture.set_title(f"model input, {pixels.shape[1]}x{pixels.shape[2]}", fontsize=9)
     for row, guess in enumerate(prediction):
         axis = figure.add_subplot(grid[row, 1])
@@ -251,9 +252,11 @@ def prediction_figure(pixels: np.ndarray, prediction: list[TaskPrediction], titl
 def cam_figure(pixels: np.ndarray, heat: np.ndarray, title: str) -> plt.Figure:
     """The (C, H, W) uint8 input, and the (H, W) heat map drawn over it."""
     figure, (plain, overlay) = plt.subplots(1, 2, figsize=(8, 4.6), layout="constrained")
-    _show_image(plain, pixels)
+    show_image(plain, pixels)
+    plain.axis("off")
     plain.set_title("input", fontsize=9)
-    _show_image(overlay, pixels)
+    show_image(overlay, pixels)
+    overlay.axis("off")
     # Scaled to the map's own peak: Grad-CAM values have no absolute meaning, only where they are high does.
     shown = overlay.imshow(heat / max(float(heat.max()), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1,
                            interpolation="bilinear")
@@ -263,19 +266,3 @@ def cam_figure(pixels: np.ndarray, heat: np.ndarray, title: str) -> plt.Figure:
     bar.ax.tick_params(labelsize=7)
     figure.suptitle(title, fontsize=10)
     return figure
-
-
-def _show_image(axis: plt.Axes, pixels: np.ndarray) -> None:
-    image = pixels.transpose(1, 2, 0)
-    if image.shape[2] == 1:
-        axis.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    else:
-        axis.imshow(image, interpolation="nearest")
-    axis.axis("off")
-
-
-def _write(figure: plt.Figure, location: str) -> None:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    storage.write_bytes(location, buffer.getvalue())

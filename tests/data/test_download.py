@@ -84,3 +84,13 @@ def test_file_url_and_a_missing_server(tmp_path):
     assert (folder / "cats_and_dogs_filtered" / "train" / "cat" / "cat_0.png").is_file()
     with pytest.raises(JobError, match="data.source.download.url: cannot download http://127.0.0.1:9/x.zip"):
         fetch(Download(url="http://127.0.0.1:9/x.zip"), str(tmp_path / "cache"))
+
+
+def test_a_failed_download_says_the_jobs_hint(tmp_path, server):
+    """A 404 (a moved dataset) names the URL and the job's own advice on where else to get the data."""
+    url, _, _ = server
+    source = {"type": "image_folder", "path": "cats_and_dogs_filtered", "hint": "unzip it into data/catsdogs",
+              "download": {"url": f"{url}/gone.zip"}}
+    with pytest.raises(JobError, match=rf"cannot download {url}/gone.zip: HTTP Error 404.*; unzip it into "
+                                       r"data/catsdogs$"):
+        prepare(spec(source, tmp_path / "cache"))

@@ -16,7 +16,7 @@ from cnnjobs.results.grids import (
     RIGHT,
     WRONG,
     Augmented,
-    Predictions,
+    EvaluatedImages,
     augmentation_grid,
     prediction_grid,
     save_figure,
@@ -87,7 +87,7 @@ def test_save_plots_writes_every_picture_and_the_legend_names_the_epochs(tmp_pat
                            data=DataFacts(shards="x", classes={"digit": ["a", "b", "c"]}),
                            confusion={"digit": [[5, 1, 0], [0, 6, 0], [2, 0, 4]], "big": confusion(70).tolist()})
     images = shapes(6)
-    predictions = Predictions(images, {"digit": [0, 1, 2, 0, 1, 2]}, {"digit": [0, 1, 1, 0, 2, 2]})
+    predictions = EvaluatedImages(images, {"digit": [0, 1, 2, 0, 1, 2]}, {"digit": [0, 1, 1, 0, 2, 2]})
     written = save_plots(str(tmp_path), summary, rows, predictions, Augmented(images, [255 - images]))
     assert written == [files.CURVES, files.confusion_png("digit"), files.confusion_png("big"), files.PREDICTIONS,
                        files.AUGMENTED]

@@ -7,16 +7,14 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cnnjobs.data.pipeline import decode_images, normalization, to_model_input
-from cnnjobs.data.shards import Manifest
 from cnnjobs.models import build_model
 from cnnjobs.train.loop import seed_everything
 from cnnjobs.train.runner import submit
 from tests.conftest import seeded_job, stand_in
+from tests.evaluate import saved_model_counts
 
 pytestmark = pytest.mark.slow
 
@@ -28,21 +26,6 @@ def rows_of(result) -> list[dict[str, str]]:
 def digits(tmp_path: Path, cache_dir: str, *overrides: str):
     return seeded_job("jobs/digits_lenet.yaml", f"data.cache_dir={cache_dir}", f"output.dir={tmp_path}",
                       "scaling.use_gpu=false", *overrides)
-
-
-def evaluate_saved_model(result, job, split: str = "test") -> float:
-    """Accuracy of the run's best_model.pt on a split, computed here with plain torch from the shards."""
-    manifest = Manifest.load(result.summary.data.shards)
-    table = pq.read_table(manifest.paths(split))
-    images = torch.from_numpy(decode_images(table, manifest.image_shape)["image"])
-    table = table.to_pydict()
-    model = build_model(job.model, {t: len(c) for t, c in manifest.tasks.items()}, manifest.image_shape[:2],
-                        manifest.image_shape[2], init_weights=False)
-    model.load_state_dict(torch.load(Path(result.run_dir) / "best_model.pt"))
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization(job.data.normalize, manifest))
-    with torch.no_grad():
-        predicted = model.eval()(to_model_input(images, mean, std))["digit"].argmax(1)
-    return float((predicted == torch.tensor(table["label_digit"])).float().mean())
 
 
 def test_fashion_multi_learns_all_three_heads(ray_cluster, tmp_path, cache_dir):
@@ -79,7 +62,8 @@ def test_early_stopping_restores_the_best_epoch_and_plateau_lowers_the_lr(ray_cl
     lrs = [float(row["lr"]) for row in rows]
     assert lrs[0] == 0.05 and min(lrs) < 0.05 and lrs == sorted(lrs, reverse=True)
     # The tested and kept weights are the best epoch's, not the last one's.
-    assert evaluate_saved_model(result, job) == pytest.approx(summary.metrics["test"].acc)
+    right, images = saved_model_counts(result.run_dir, summary.data.shards, job)
+    assert right / images == pytest.approx(summary.metrics["test"].acc)
     assert (Path(result.run_dir) / "confusion_digit.png").exists()
 
 
