@@ -87,7 +87,7 @@ class TrainingData:
 
 
 def driver_split(manifest: Manifest, split: str) -> ray.data.Dataset:
-    """A small split read and decoded here, handed to Ray Data as in-memory blocks (no read or decode tasks)."""
+    """A small split read and decoded here, handed to Ray Data as in-memory blocks (no tasks at all)."""
     fs, _ = storage.resolve(manifest.location)
     columns = ["image", *(f"label_{task}" for task in manifest.tasks)]
     table = pq.read_table([storage.resolve(path)[1] for path in manifest.paths(split)], filesystem=fs,
@@ -98,7 +98,9 @@ def driver_split(manifest: Manifest, split: str) -> ray.data.Dataset:
                         **{name: pa.array(values[start:start + rows_per_block])
                            for name, values in decoded.items() if name != "image"}})
               for start in range(0, len(table), rows_per_block)]
-    return ray.data.from_arrow(tables)
+    # from_blocks (exported by ray.data) reads each block's metadata here; from_arrow runs a task per block for it,
+    # ~0.6 s per split on a 2-core machine whose workers have not imported Ray Data yet.
+    return ray.data.from_blocks(tables)
 
 
 def build_datasets(manifest: Manifest, in_memory_bytes: int = 0, workers: int = 1) -> TrainingData:

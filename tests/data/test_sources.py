@@ -110,3 +110,21 @@ def test_parquet_shards_are_reused_and_must_match_the_image_size(tmp_path):
         prepare(spec({"type": "parquet", "path": written.location}, tmp_path, image_size=32))
     with pytest.raises(JobError, match="holds no cnnjobs shards"):
         prepare(spec({"type": "parquet", "path": str(tmp_path / "d")}, tmp_path))
+
+
+def test_the_builtin_digits_are_scikit_learns_without_importing_it():
+    """The digits are read from scikit-learn's own CSV (importing scikit-learn costs seconds of every submit); the
+    values, and so the shards' cache key, are those of `load_digits`."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from cnnjobs.data.sources import _digits
+
+    images, target, _ = _digits()
+    digits = load_digits()
+    assert np.array_equal(images, digits.images) and np.array_equal(target, digits.target)
+    probe = "import sys; from cnnjobs.data.sources import _digits; _digits(); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
