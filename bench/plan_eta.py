@@ -1,4 +1,4 @@
-"""Benchmark 6: `cnnjobs plan`'s ETA against the real run, for shipped jobs, as a user runs them.
+"""Benchmark 7: `cnnjobs plan`'s ETA against the real run, for shipped jobs, as a user runs them.
 
 For each job: `cnnjobs plan JOB --json` (its ETA, predicted from a probe of the job's own loop on the target),
 then `cnnjobs submit JOB --json`, timed from the command's start to its exit. Both in fresh processes on the
@@ -62,7 +62,7 @@ def main() -> None:
         lines.append(f"| `{job}` | {statistics.median(etas):.1f} | {statistics.median(actuals):.1f} | "
                      f"{statistics.median(epochs):.0f} / {plan['epochs']} | {statistics.median(scaled):.1f} | "
                      f"{error:+.0%} | within 25% |")
-    record("6. `cnnjobs plan`: predicted vs actual job time", "\n".join(lines),
+    record("7. `cnnjobs plan`: predicted vs actual job time", "\n".join(lines),
            f"Medians of {args.rounds} rounds; each round plans, then runs, the job in fresh processes on the embedded "
            "local Ray, shards already written. Error: (ETA for the epochs run) / actual - 1.")
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cnnjobs.errors import JobError
-from cnnjobs.session import LOOPBACK, local_cpus, loopback_env
+from cnnjobs.localhost import LOOPBACK, local_cpus, loopback_env
 
 STATE = Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "cnnjobs" / "local_ray.json"
 TEMP_DIR = os.path.join(tempfile.gettempdir(), f"cnnjobs-ray-{os.getuid()}")  # short: Ray's socket paths

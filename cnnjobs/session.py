@@ -4,12 +4,7 @@ Ray's log lines go to the run's logs.
 The terminal belongs to cnnjobs' own progress view, so Ray's driver-side loggers write to `<run>/logs/ray.log`
 and worker output stays in Ray's session logs (`log_to_driver=False`), whose folder is recorded in the run's logs.
 Until the run folder exists (checks come first), Ray's lines are held in memory and written there once it does.
-
-A local instance listens on 127.0.0.1 only: a training job on a laptop must not open Ray's ports (which run
-arbitrary code) to the network. Ray 2.60 binds every gRPC server (GCS, raylet, object manager, core workers), the
-dashboard agent, the runtime-env and metrics agents to the node's address, and takes 127.0.0.1 as the node's
-address only when `ray_constants.ENABLE_RAY_CLUSTER` is off (otherwise it replaces 127.0.0.1 by the machine's
-routable address); `_loopback_only` turns it off for the session.
+Local instances listen on 127.0.0.1 only (`cnnjobs/localhost.py`).
 """
 
 from __future__ import annotations
@@ -17,55 +12,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
-import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
 import ray
-import ray._private.ray_constants as ray_constants  # private: the switch that keeps a local node on loopback
 import ray._private.worker as ray_worker  # private: the hook for raylet messages
 import ray.data
 
 from cnnjobs.errors import JobError
+from cnnjobs.localhost import LOOPBACK, local_cpus, loopback_only
 
 _LOGGERS = ("ray", "cnnjobs", "py.warnings")
 _HELD_LINES = 10_000
-LOOPBACK = "127.0.0.1"
-
-
-def loopback_env(env: dict[str, str]) -> dict[str, str]:
-    """The environment for a `ray start --head` whose services listen on 127.0.0.1 only."""
-    return {**env, ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR: "0"}
-
-
-@contextmanager
-def _loopback_only() -> Iterator[None]:
-    """Make Ray take 127.0.0.1 as this node's address (see the module's docstring), in this process and in the
-    processes a local instance starts (they read the switch from the environment they inherit)."""
-    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
-        if saved[1] is None:
-            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
-        else:
-            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved[1]
-
-
-def local_cpus(workers: int, cpus_per_worker: float) -> int:
-    """CPUs for the embedded instance: the machine's, but always one more than the workers reserve.
-
-    Ray Data's read and decode tasks need CPUs of their own; if the workers take every CPU the pipeline
-    never gets scheduled and training waits forever (see RAY_NOTES.md).
-    """
-    return max(os.cpu_count() or 1, math.ceil(workers * cpus_per_worker) + 1)
-
-
 @dataclass
 class RaySession:
     """The Ray instance a run uses: whether it is on this machine alone, and where its log lines go."""
@@ -165,7 +125,7 @@ def ray_session(address: str | None = None, workers: int = 1, cpus_per_worker: f
     target = address or os.environ.get("RAY_ADDRESS")
     warm = None if target or ray.is_initialized() else local_ray.running()
     on_loopback = not target or target.split("://")[-1].rsplit(":", 1)[0] in (LOOPBACK, "localhost")
-    with _logs_held(held), (_loopback_only() if on_loopback else contextlib.nullcontext()):
+    with _logs_held(held), (loopback_only() if on_loopback else contextlib.nullcontext()):
         _quiet_ray_children()
         if not ray.is_initialized():
             common = {"log_to_driver": False, "configure_logging": True, "logging_level": logging.INFO}

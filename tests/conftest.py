@@ -60,7 +60,7 @@ def ray_cluster() -> dict[str, str]:
     """Start Ray once per test session (starting it costs ~10 s); yields its GCS and dashboard addresses."""
     import ray
 
-    from cnnjobs.session import local_cpus
+    from cnnjobs.localhost import local_cpus
 
     # As in an activated virtualenv: Ray Jobs run `cnnjobs ...` entrypoints found on the PATH of this instance.
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]

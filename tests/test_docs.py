@@ -19,3 +19,12 @@ def test_ci_runs_the_readme_test_command():
     command = after[2]
     assert command.startswith("python3 -m venv .venv") and command.endswith("python -m pytest")
     assert "<!-- test command -->" in (REPO / ".ci" / "run").read_text()
+
+
+def test_readme_lists_every_bad_input_case():
+    from tests.bad_input.cases import CASES
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+    missing = [case.id for case in CASES if f"| `{case.id}` (" not in section]
+    assert not missing, f"run `python -m tests.bad_input` and paste its table into the README: {missing}"

@@ -12,35 +12,18 @@ import fnmatch
 import os
 import pickle
 import re
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from cnnjobs.errors import JobError
 from cnnjobs.models import catalog
+from cnnjobs.models.builders import BUILDERS, Backbone, flat_features, register  # noqa: F401 - the registry's face
 from cnnjobs.models.heads import MultiHead
 
 if TYPE_CHECKING:
     from cnnjobs.spec import ModelSpec
-
-Backbone = Callable[["ModelSpec", int, tuple[int, int]], tuple[nn.Module, int]]
-
-_BUILDERS: dict[str, Backbone] = {}
-
-
-def register(name: str) -> Callable[[Backbone], Backbone]:
-    """Decorator: the constructor of the catalog's architecture `name` (add it with `catalog.add` first)."""
-    catalog.architecture(name)
-
-    def add(fn: Backbone) -> Backbone:
-        if name in _BUILDERS:
-            raise ValueError(f"architecture {name!r} is registered twice")
-        _BUILDERS[name] = fn
-        return fn
-
-    return add
-
 
 def _load_builtin() -> None:
     # Imported for their @register side effect; kept here so `list_models` always sees every architecture.
@@ -50,7 +33,7 @@ def _load_builtin() -> None:
 def list_models(pattern: str = "*") -> list[str]:
     """Registered architecture names matching a shell-style pattern, sorted."""
     _load_builtin()
-    return sorted(name for name in _BUILDERS if fnmatch.fnmatch(name, pattern))
+    return sorted(name for name in BUILDERS if fnmatch.fnmatch(name, pattern))
 
 
 def build_model(spec: "ModelSpec", num_classes: dict[str, int], image_size: tuple[int, int],
@@ -70,7 +53,7 @@ def build_model(spec: "ModelSpec", num_classes: dict[str, int], image_size: tupl
     if not init_weights:
         spec = spec.model_copy(update={"pretrained": False, "weights": None})
     _load_builtin()
-    backbone, dim = _BUILDERS[spec.arch](spec, channels, tuple(image_size))
+    backbone, dim = BUILDERS[spec.arch](spec, channels, tuple(image_size))
     heads = {task: spec.heads[task].output if task in spec.heads else "softmax" for task in num_classes}
     model = MultiHead(backbone, dim, num_classes, heads, spec.head_dropout)
     if spec.weights:
@@ -116,12 +99,3 @@ def load_weights(model: MultiHead, path: str, arch: str) -> None:
         raise JobError(f"model.weights: {path} does not fit {arch}: {len(missing)} of {len(own)} tensors are "
                        f"missing or shaped differently (first: {missing[0]})")
     target.load_state_dict(usable, strict=False)
-
-
-def flat_features(module: nn.Module, channels: int, image_size: tuple[int, int]) -> int:
-    """Size of `module`'s flattened output for one image: how seed CNNs size their first dense layer."""
-    module.eval()  # a probe must not move BatchNorm's running statistics
-    with torch.no_grad():
-        dim = int(module(torch.zeros(1, channels, *image_size)).flatten(1).shape[1])
-    module.train()
-    return dim

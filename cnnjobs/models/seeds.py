@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnjobs.models.registry import flat_features, register
+from cnnjobs.models.builders import flat_features, register
 from cnnjobs.spec import ModelSpec
 
 
