@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import ray
 import ray.data
@@ -219,16 +221,19 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier
     thread = threading.Thread(target=fit, name="cnnjobs-fit", daemon=True)
     thread.start()
     try:
-        while True:
-            thread.join(timeout=0.25)
-            snapshot = ray.get(tracker.poll.remote())
-            current = earlier + snapshot.epochs
-            if current != rows:
-                rows[:] = current
-                run.write_metrics(rows)
-            notify("training", snapshot, rows)
-            if not thread.is_alive():
-                break
+        with _ctrl_c_recorded() as pressed:
+            while True:
+                thread.join(timeout=0.25)
+                if pressed.is_set() and thread.is_alive():
+                    raise KeyboardInterrupt
+                snapshot = ray.get(tracker.poll.remote())
+                current = earlier + snapshot.epochs
+                if current != rows:
+                    rows[:] = current
+                    run.write_metrics(rows)
+                notify("training", snapshot, rows)
+                if not thread.is_alive():
+                    break
     except KeyboardInterrupt:
         if stop is not None:  # the loop runs in this process: let it leave its step cleanly
             stop.set()
@@ -239,6 +244,27 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier
     if "error" in outcome and not snapshot.fatal:
         raise outcome["error"]
     return snapshot
+
+
+@contextmanager
+def _ctrl_c_recorded() -> Iterator[threading.Event]:
+    """While training: Ctrl-C only sets the returned event, which the polling loop turns into a KeyboardInterrupt.
+
+    With Python's default handler the KeyboardInterrupt is raised wherever the main thread happens to be, inside
+    Ray's blocking calls too, where it is not ours to handle (once, on the two-node test cluster, a Ctrl-C went
+    unnoticed and the run went on to the end); a handler that only records the press leaves nothing to catch. The
+    default handler is back as soon as the loop is left, so a second Ctrl-C while the loop winds down interrupts.
+    """
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield pressed
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.set())
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def keep_best_model(run_location: str, run: RunDir) -> None:
