@@ -8,6 +8,7 @@ is one whose driver is still alive on this machine.
 from __future__ import annotations
 
 import os
+import posixpath
 import socket
 from typing import Any
 
@@ -56,7 +57,13 @@ def reopen(ref: str, job: JobSpec | None, *, overrides: list[str] | tuple[str, .
     saved = found.job()
     if job is None and overrides:
         job = load_job(found.file(files.JOB), list(overrides))
-    loaded, passed = checkpoints.newest_loadable(checkpoints.in_run(found.path))
+    # A checkpoint whose epoch has no row in metrics.csv (the run stopped between saving it and recording the
+    # epoch) is passed over: its epoch is trained again, exactly, instead of going missing from the metrics.
+    recorded = _recorded(found.metrics)
+    candidates = checkpoints.in_run(found.path)
+    ahead = [c for c in candidates if (files.checkpoint_epoch(posixpath.basename(c)) or 0) > recorded]
+    loaded, passed = checkpoints.newest_loadable([c for c in candidates if c not in ahead])
+    passed = [f"{posixpath.basename(c)} (its epoch is not in {files.METRICS}: trained again)" for c in ahead] + passed
     trained_with = loaded.state["job"] if loaded is not None else saved.model_dump(mode="json")
     wanted = job or saved
     changes = job_changes(trained_with, wanted.model_dump(mode="json"))
@@ -102,6 +109,15 @@ def _driver_alive(driver: str | None) -> bool:
     except PermissionError:
         return True
     return int(pid) != os.getpid()
+
+
+def _recorded(rows: list[dict[str, str]]) -> int:
+    """The last epoch up to which metrics.csv has every epoch's row."""
+    epochs = [int(float(row["epoch"])) for row in rows]
+    count = 0
+    while count < len(epochs) and epochs[count] == count + 1:
+        count += 1
+    return count
 
 
 def _numbers(row: dict[str, str]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Ray objects are built from the spec here and nowhere else (ScalingConfig, RunCon
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -238,6 +239,11 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier
         if stop is not None:  # the loop runs in this process: let it leave its step cleanly
             stop.set()
             thread.join()
+        with contextlib.suppress(Exception):  # record the epochs that ended since the last poll
+            current = earlier + ray.get(tracker.poll.remote(), timeout=10).epochs
+            if current != rows:
+                rows[:] = current
+                run.write_metrics(rows)
         raise
     if isinstance(outcome.get("error"), StopRequested):
         raise KeyboardInterrupt
