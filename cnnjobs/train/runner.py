@@ -227,11 +227,7 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier
                 thread.join(timeout=0.25)
                 if pressed.is_set() and thread.is_alive():
                     raise KeyboardInterrupt
-                snapshot = ray.get(tracker.poll.remote())
-                current = earlier + snapshot.epochs
-                if current != rows:
-                    rows[:] = current
-                    run.write_metrics(rows)
+                snapshot = _record(tracker, run, earlier, rows)
                 notify("training", snapshot, rows)
                 if not thread.is_alive():
                     break
@@ -240,15 +236,23 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier
             stop.set()
             thread.join()
         with contextlib.suppress(Exception):  # record the epochs that ended since the last poll
-            current = earlier + ray.get(tracker.poll.remote(), timeout=10).epochs
-            if current != rows:
-                rows[:] = current
-                run.write_metrics(rows)
+            _record(tracker, run, earlier, rows, timeout=10)
         raise
     if isinstance(outcome.get("error"), StopRequested):
         raise KeyboardInterrupt
     if "error" in outcome and not snapshot.fatal:
         raise outcome["error"]
+    return snapshot
+
+
+def _record(tracker: Any, run: RunDir, earlier: list[dict[str, Any]], rows: list[dict[str, Any]],
+            timeout: float | None = None) -> Snapshot:
+    """Poll the progress actor and write metrics.csv when epochs ended since the last poll."""
+    snapshot = ray.get(tracker.poll.remote(), timeout=timeout)
+    current = earlier + snapshot.epochs
+    if current != rows:
+        rows[:] = current
+        run.write_metrics(rows)
     return snapshot
 
 
