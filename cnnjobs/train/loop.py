@@ -253,8 +253,8 @@ def train_loop(config: dict[str, Any]) -> None:
             metrics["test/confusion"] = {task: c.tolist() for task, c in test.confusion.items()}
         elif last or stop:  # no test split: the best epoch's validation confusion is the one shown
             metrics["val/confusion"] = best_val_confusion
-        if reporter:
-            reporter.epoch.remote(copy.deepcopy(metrics))
+        if reporter:  # waited for: the driver's last poll, once fit() returns, must find this epoch
+            ray.get(reporter.epoch.remote(copy.deepcopy(metrics)))
         state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                  "scaler": scaler.state_dict(), "stopper": (stopper.best, stopper.wait) if stopper else None,
                  "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "last_val": last_val,

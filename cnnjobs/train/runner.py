@@ -225,11 +225,12 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier
         with _ctrl_c_recorded() as pressed:
             while True:
                 thread.join(timeout=0.25)
-                if pressed.is_set() and thread.is_alive():
+                ended = not thread.is_alive()  # read before polling: the last poll comes after fit() returned
+                if pressed.is_set() and not ended:
                     raise KeyboardInterrupt
                 snapshot = _record(tracker, run, earlier, rows)
                 notify("training", snapshot, rows)
-                if not thread.is_alive():
+                if ended:
                     break
     except KeyboardInterrupt:
         if stop is not None:  # the loop runs in this process: let it leave its step cleanly
