@@ -23,6 +23,7 @@ from cnnjobs.results.rundir import RunDir, utc_now
 from cnnjobs.results.runs import load_run
 from cnnjobs.results.summary import TrainSummary
 from cnnjobs.train import checkpoints, loop
+from cnnjobs.train.resume import reopen
 
 
 def _job(write_job, epochs: int, **changes):
@@ -71,6 +72,16 @@ def test_nan_loss_stops_naming_epoch_and_step_then_resume_passes_over_a_truncate
     assert summary.status == "failed" and "epoch 3, step 1" in summary.error
     assert _epochs(run) == [1, 2]  # the good epochs, kept with their checkpoints
     assert [Path(c).name for c in checkpoints.in_run(str(run))] == ["checkpoint_epoch-0002", "checkpoint_epoch-0001"]
+
+    # A run stopped between saving epoch 2's checkpoint and recording its row: resume would lose epoch 2, so it
+    # passes over that checkpoint and keeps epoch 1's row (the order a Ctrl-C can fall in, forced here).
+    metrics = (run / files.METRICS).read_text()
+    (run / files.METRICS).write_text("".join(metrics.splitlines(keepends=True)[:2]))  # header and epoch 1
+    previous, _ = reopen(str(run), None)
+    assert [row["epoch"] for row in previous.rows] == [1]
+    assert previous.notes == ["from checkpoint_epoch-0001", "passed over checkpoint_epoch-0002 (its epoch is not "
+                              f"in {files.METRICS}: trained again)"]
+    (run / files.METRICS).write_text(metrics)
 
     # The newest checkpoint is damaged (a copy cut short): --resume passes over it, says so, and goes on from epoch 1.
     monkeypatch.undo()
