@@ -46,7 +46,7 @@ def draw(location: str, summary: TrainSummary, rows: list[dict[str, Any]], job: 
         trained = trained_from(Run(location, summary), job, summary)
         probabilities = trained.probabilities(torch.from_numpy(images))
         predictions = EvaluatedImages(images, {task: values.tolist() for task, values in labels.items()},
-                                  {task: p.argmax(1).tolist() for task, p in probabilities.items()})
+                                      {task: p.argmax(1).tolist() for task, p in probabilities.items()})
     if manifest is not None and job.data.augment is not None:
         originals, _ = first_images(manifest, "train", AUGMENTED_IMAGES)
         augment = make_augment(job.data.augment)
