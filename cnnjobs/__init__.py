@@ -18,7 +18,7 @@ __all__ = ["JobError", "TrainingFailed", "find_run", "list_runs", "load_job", "s
 
 # Imported on first use: `cnnjobs --help` and spec errors should not pay for importing Ray and torch.
 _HOMES = {"load_job": "cnnjobs.spec", "submit": "cnnjobs.train.runner", "search": "cnnjobs.tune.tuner",
-          "find_run": "cnnjobs.results.runs", "list_runs": "cnnjobs.results.runs"}
+          "find_run": "cnnjobs.run.find", "list_runs": "cnnjobs.run.find"}
 
 
 def __getattr__(name: str) -> Any:

@@ -44,7 +44,7 @@ def check_tasks(job: JobSpec, tasks: dict[str, list[str]]) -> None:
 def check_weights(job: JobSpec) -> None:
     """`model.weights` must be a state dict, read as the workers will read it (see `read_state_dict`)."""
     if job.model.weights:
-        from cnnjobs.models.registry import read_state_dict
+        from cnnjobs.models.factory import read_state_dict
 
         read_state_dict(job.model.weights)
 

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -102,15 +101,3 @@ def _free_port() -> int:
         probe.bind((LOOPBACK, 0))
         return probe.getsockname()[1]
 
-
-def wait_until_up(instance: Instance, timeout_s: float = 30.0) -> None:
-    """Block until the instance's GCS accepts connections."""
-    host, port = instance.address.rsplit(":", 1)
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            with socket.create_connection((host, int(port)), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise JobError(f"up: the local Ray instance at {instance.address} did not answer within {timeout_s:.0f} s")

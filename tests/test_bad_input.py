@@ -143,7 +143,7 @@ def test_the_earlier_run_is_a_real_one(tmp_path):
 
     import torch
 
-    from cnnjobs.results.runs import load_run
+    from cnnjobs.run.find import load_run
     from tests.bad_input.workspace import BEST_MODEL, run_folder
 
     state = torch.load(io.BytesIO(BEST_MODEL), weights_only=True)

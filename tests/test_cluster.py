@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.cli.test_cli import cnnjobs
 from tests.conftest import REPO
-from tests.test_cli import cnnjobs
 
 
 def test_relative_output_dir_is_refused_for_a_cluster(tmp_path, monkeypatch):

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _summary_of(run_dir: str):
-    from cnnjobs.results.runs import load_run
+    from cnnjobs.run.find import load_run
 
     try:
         return load_run(run_dir).summary

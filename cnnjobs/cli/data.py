@@ -89,9 +89,9 @@ def _add_data(commands: Any) -> None:
 def cmd_models(args: argparse.Namespace, console: Console) -> int:
     from dataclasses import asdict
 
+    from cnnjobs.cli.render import layers_table, models_table
     from cnnjobs.models import catalog
     from cnnjobs.models.summary import list_registry, model_card
-    from cnnjobs.results.render import layers_table, models_table
     from cnnjobs.spec import ModelSpec, load_job
 
     size = (args.image_size, args.image_size) if args.image_size else None

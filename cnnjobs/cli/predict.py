@@ -14,8 +14,8 @@ _SHOWN = 50  # rows of the table on the terminal; --out holds them all
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
+    from cnnjobs.cli.render import confusion_table
     from cnnjobs.results.predict import predict, write
-    from cnnjobs.results.render import confusion_table
 
     use_ray = True if args.ray else False if args.local else None
     result = predict(args.run, args.paths, top_k=args.top_k, root=args.dir, use_ray=use_ray, address=args.address)

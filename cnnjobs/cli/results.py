@@ -12,8 +12,8 @@ from cnnjobs.errors import JobError
 
 
 def cmd_runs(args: argparse.Namespace, console: Console) -> int:
-    from cnnjobs.results.render import runs_table
-    from cnnjobs.results.runs import list_runs
+    from cnnjobs.cli.render import runs_table
+    from cnnjobs.run.find import list_runs
 
     runs = list_runs(args.dir, job=args.job, status=args.status)
     if args.json:
@@ -27,7 +27,7 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
-    from cnnjobs.results.render import (
+    from cnnjobs.cli.render import (
         confusion_table,
         epochs_table,
         metrics_table,
@@ -36,8 +36,8 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
         trials_table,
         tune_panel,
     )
-    from cnnjobs.results.runs import find_run
-    from cnnjobs.results.summary import TuneSummary
+    from cnnjobs.run.find import find_run
+    from cnnjobs.run.summary import TuneSummary
 
     run = find_run(args.run, args.dir)
     summary = run.summary
@@ -72,8 +72,8 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
+    from cnnjobs.cli.render import fmt
     from cnnjobs.results.compare import compare, save_curves
-    from cnnjobs.results.render import fmt
 
     comparison = compare(args.runs, args.dir)
     table = Table(title=f"{len(comparison.runs)} runs side by side")

@@ -23,8 +23,8 @@ def cmd_submit(args: argparse.Namespace, console: Console) -> int:
         if args.resume:
             raise JobError("--resume runs here, next to the run folder; submit it to the cluster as a job file")
         return _submit_to_cluster(args, job, console)
-    from cnnjobs.results.live import LiveProgress
-    from cnnjobs.results.render import metrics_table, summary_panel
+    from cnnjobs.cli.live import LiveProgress
+    from cnnjobs.cli.render import metrics_table, summary_panel
     from cnnjobs.train.resume import reopen
     from cnnjobs.train.runner import submit
 
@@ -63,8 +63,8 @@ def _submit_to_cluster(args: argparse.Namespace, job: Any, console: Console) -> 
 
 
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
-    from cnnjobs.results.live import LiveTrials
-    from cnnjobs.results.render import trials_table, tune_panel
+    from cnnjobs.cli.live import LiveTrials
+    from cnnjobs.cli.render import trials_table, tune_panel
     from cnnjobs.spec import load_job
     from cnnjobs.tune.space import num_trials
     from cnnjobs.tune.trials import records

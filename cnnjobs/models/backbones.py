@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from cnnjobs.errors import JobError
-from cnnjobs.models.builders import register
+from cnnjobs.models.registry import register
 from cnnjobs.spec import ModelSpec
 
 # name -> dotted path of the ImageNet classifier's last Linear (sizes, weights and options: models/catalog.py)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cnnjobs.models import catalog
-from cnnjobs.models.registry import build_model, list_models
+from cnnjobs.models.factory import build_model, list_models
 from cnnjobs.spec import ModelSpec
 
 

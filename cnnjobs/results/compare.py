@@ -9,8 +9,8 @@ from typing import Any
 
 from cnnjobs import storage
 from cnnjobs.errors import JobError
-from cnnjobs.results.runs import Run, find_run
-from cnnjobs.results.summary import TrainSummary
+from cnnjobs.run.find import Run, find_run
+from cnnjobs.run.summary import TrainSummary
 
 
 @dataclass

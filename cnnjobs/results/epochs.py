@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from cnnjobs.metrics import per_class_precision, per_class_recall
-from cnnjobs.results.summary import ClassRow, SplitMetrics, TaskMetrics, TrainSummary
+from cnnjobs.run.summary import ClassRow, SplitMetrics, TaskMetrics, TrainSummary
 
 CONFUSION = "confusion"  # row key: `<split>/confusion`, task -> matrix, in the last row (the best model's)
 

@@ -23,8 +23,8 @@ from torch import nn
 from cnnjobs import storage
 from cnnjobs.errors import JobError
 from cnnjobs.models.heads import MultiHead, class_scores
-from cnnjobs.results import files
 from cnnjobs.results.trained import TrainedModel, load_trained
+from cnnjobs.run import layout
 
 # Probabilities lie in [0, 1]; float32 kernels that add in another order (fused conv + BatchNorm, ONNX Runtime's
 # own softmax) differ by ~1e-7 to 1e-6, while a real export fault (dropout left on, a wrong op) shows as > 1e-2.
@@ -78,8 +78,8 @@ def export(ref: str, fmt: Format, out: str | None = None, root: str = "runs") ->
     JobError for a run without a best model, missing shards or missing ONNX packages; ExportMismatch when the
     written model differs from the run's by more than `TOLERANCE`.
     """
-    if fmt not in files.EXPORT_MODEL:
-        raise JobError(f"export: unknown format {fmt!r}; expected one of {', '.join(files.EXPORT_MODEL)}")
+    if fmt not in layout.EXPORT_MODEL:
+        raise JobError(f"export: unknown format {fmt!r}; expected one of {', '.join(layout.EXPORT_MODEL)}")
     if fmt == "onnx":
         _require_onnx()  # before the slow part, so a missing package is the first thing said
     trained = load_trained(ref, root)
@@ -112,7 +112,7 @@ def export(ref: str, fmt: Format, out: str | None = None, root: str = "runs") ->
 
 def preprocessing_path(model_path: str) -> str:
     """The JSON written beside a model file: `dir/model.onnx` -> `dir/model.preprocessing.json`."""
-    return os.path.splitext(model_path)[0] + files.PREPROCESSING_SUFFIX
+    return os.path.splitext(model_path)[0] + layout.PREPROCESSING_SUFFIX
 
 
 def preprocessing_json(trained: TrainedModel, tasks: list[str]) -> dict:
@@ -168,7 +168,7 @@ def _check_images(trained: TrainedModel) -> tuple[str, torch.Tensor]:
     shards = trained.summary.data.shards
     if not storage.exists(storage.join(shards, MANIFEST)):
         raise JobError(f"{trained.run.path}: the run's shards ({shards}) are gone, so the export cannot be checked; "
-                       f"write them again: cnnjobs data prepare {trained.run.file(files.JOB)}")
+                       f"write them again: cnnjobs data prepare {trained.run.file(layout.JOB)}")
     manifest = Manifest.load(shards)
     split = "test" if manifest.num_rows("test") else "val"  # every dataset has val images (shards.py checks)
     fs, path = storage.resolve(manifest.paths(split)[0])
@@ -179,9 +179,9 @@ def _check_images(trained: TrainedModel) -> tuple[str, torch.Tensor]:
 
 
 def _target(out: str | None, trained: TrainedModel, fmt: Format) -> str:
-    name = files.EXPORT_MODEL[fmt]
+    name = layout.EXPORT_MODEL[fmt]
     if out is None:
-        return trained.run.file(storage.join(files.EXPORT_DIR, name))
+        return trained.run.file(storage.join(layout.EXPORT_DIR, name))
     from pyarrow.fs import FileType
 
     fs, path = storage.resolve(out)

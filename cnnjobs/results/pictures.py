@@ -18,11 +18,11 @@ from cnnjobs import storage
 from cnnjobs.data.augment import make_augment
 from cnnjobs.data.pipeline import decode_images
 from cnnjobs.data.shards import MANIFEST, Manifest
-from cnnjobs.results import files
 from cnnjobs.results.grids import Augmented, EvaluatedImages
 from cnnjobs.results.plots import save_plots
-from cnnjobs.results.summary import TrainSummary
 from cnnjobs.results.tensorboard import write_epochs
+from cnnjobs.run import layout
+from cnnjobs.run.summary import TrainSummary
 from cnnjobs.spec import JobSpec
 
 GRID_IMAGES = 24
@@ -33,14 +33,14 @@ def draw(location: str, summary: TrainSummary, rows: list[dict[str, Any]], job: 
     """Write the run's TensorBoard events and pictures into its folder; returns the picture files written."""
     if not rows:
         return []
-    write_epochs(storage.join(location, files.TENSORBOARD), rows)
+    write_epochs(storage.join(location, layout.TENSORBOARD), rows)
     manifest = Manifest.load(summary.data.shards) if summary.data and \
         storage.exists(storage.join(summary.data.shards, MANIFEST)) else None
     predictions = augmented = None
     if manifest is not None and summary.evaluated and summary.best_model and \
-            storage.exists(storage.join(location, files.BEST_MODEL)):
-        from cnnjobs.results.runs import Run
+            storage.exists(storage.join(location, layout.BEST_MODEL)):
         from cnnjobs.results.trained import trained_from
+        from cnnjobs.run.find import Run
 
         images, labels = first_images(manifest, summary.evaluated, GRID_IMAGES)
         trained = trained_from(Run(location, summary), job, summary)

@@ -24,7 +24,6 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from cnnjobs import storage  # noqa: E402
 from cnnjobs.metrics import Metric, most_confused  # noqa: E402
-from cnnjobs.results import files  # noqa: E402
 from cnnjobs.results.grids import (  # noqa: E402
     Augmented,
     EvaluatedImages,
@@ -33,7 +32,8 @@ from cnnjobs.results.grids import (  # noqa: E402
     save_figure,
     short_name,
 )
-from cnnjobs.results.summary import TrainSummary  # noqa: E402
+from cnnjobs.run import layout  # noqa: E402
+from cnnjobs.run.summary import TrainSummary  # noqa: E402
 
 # Up to FULL_LIMIT classes the matrix shows every class, its names at >= 7 pt on cells of >= 0.16 in: 60 classes
 # make a 10 in matrix (a ~1,300 px PNG) that still reads on a screen. 143 classes (seed 002's articleType) would
@@ -61,20 +61,20 @@ def save_plots(location: str, summary: TrainSummary, rows: list[dict[str, Any]],
     title = f"{summary.job} / {summary.run_id}"
     split = summary.evaluated or "test"
     classes = summary.data.classes if summary.data else {}
-    written = [files.CURVES]
+    written = [layout.CURVES]
     save_figure(learning_curves(rows, summary.best_epoch, summary.stopped_early, title),
-                storage.join(location, files.CURVES))
+                storage.join(location, layout.CURVES))
     for task, matrix in summary.confusion.items():
-        written.append(files.confusion_png(task))
+        written.append(layout.confusion_png(task))
         save_figure(confusion_figure(task, np.asarray(matrix), classes.get(task), split),
                     storage.join(location, written[-1]))
     if predictions is not None:
-        written.append(files.PREDICTIONS)
+        written.append(layout.PREDICTIONS)
         figure = prediction_grid(predictions.images, predictions.truth, predictions.predicted, classes,
                                  f"{title}: {split} images, predicted class per task")
         save_figure(figure, storage.join(location, written[-1]))
     if augmented is not None:
-        written.append(files.AUGMENTED)
+        written.append(layout.AUGMENTED)
         save_figure(augmentation_grid(augmented.originals, augmented.draws, f"{title}: training inputs"),
                     storage.join(location, written[-1]))
     return written

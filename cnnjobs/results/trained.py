@@ -19,9 +19,9 @@ from cnnjobs.data.pipeline import to_model_input
 from cnnjobs.data.sources import ImageFile
 from cnnjobs.errors import JobError
 from cnnjobs.models.heads import MultiHead, class_scores
-from cnnjobs.results import files
-from cnnjobs.results.runs import Run, find_run
-from cnnjobs.results.summary import TrainSummary
+from cnnjobs.run import layout
+from cnnjobs.run.find import Run, find_run
+from cnnjobs.run.summary import TrainSummary
 from cnnjobs.spec import JobSpec
 
 
@@ -112,7 +112,7 @@ def _model(run: Run, job: JobSpec, summary: TrainSummary) -> MultiHead:
     data = summary.data
     height, width, channels = data.image_shape
     model = build_model(job.model, dict(data.tasks), (height, width), channels, init_weights=False)
-    location = run.file(files.BEST_MODEL)
+    location = run.file(layout.BEST_MODEL)
     try:
         state = torch.load(io.BytesIO(storage.read_bytes(location)), map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -26,9 +26,9 @@ from torch import nn  # noqa: E402
 from cnnjobs import storage  # noqa: E402
 from cnnjobs.data.decode import BadImage  # noqa: E402
 from cnnjobs.errors import JobError  # noqa: E402
-from cnnjobs.results import files  # noqa: E402
 from cnnjobs.results.grids import save_figure, show_image  # noqa: E402
 from cnnjobs.results.trained import TrainedModel, load_trained  # noqa: E402
+from cnnjobs.run import layout  # noqa: E402
 
 MAX_PANELS = 64  # channels drawn per layer: beyond that the panels get too small to read
 TOP_CLASSES = 3
@@ -107,7 +107,7 @@ def visualize(ref: str, image: str, out: str | None = None, cam: bool = False, r
     except BadImage as exc:
         raise JobError(f"{image}: cannot read the image ({exc})") from None
     batch = torch.tensor(pixels).unsqueeze(0)  # a copy: PIL's array is read-only, torch warns about those
-    out = out or storage.join(trained.run.path, files.VISUALIZE_DIR, Path(image).stem)
+    out = out or storage.join(trained.run.path, layout.VISUALIZE_DIR, Path(image).stem)
     job = trained.job.name
 
     activations, probabilities = _feature_maps(trained, batch)
@@ -117,21 +117,21 @@ def visualize(ref: str, image: str, out: str | None = None, cam: bool = False, r
         raise JobError(f"{trained.run.path}: {trained.job.model.arch} has no convolution for Grad-CAM")
     layers = []
     for index, (name, kind, maps) in enumerate(activations, 1):
-        location = storage.join(out, files.feature_maps_png(index, name))
+        location = storage.join(out, layout.feature_maps_png(index, name))
         title = f"{job}: {name} ({kind}), layer {index} of {len(activations)}"
         save_figure(feature_grid(maps, title), location)
         layers.append(LayerMaps(name, kind, tuple(maps.shape), min(len(maps), MAX_PANELS), location))
 
     classes = trained.preprocessing.classes
     prediction = [_top(task, probabilities[task][0], classes[task]) for task in probabilities]
-    prediction_png = storage.join(out, files.PREDICTION_PNG)
+    prediction_png = storage.join(out, layout.PREDICTION_PNG)
     save_figure(prediction_figure(pixels, prediction, f"{job}: {Path(image).name}"), prediction_png)
 
     cams = []
     if cam:
         for guess in prediction:
             heat = grad_cam(trained, batch, convs[-1], guess.task, guess.index)
-            location = storage.join(out, files.gradcam_png(guess.task))
+            location = storage.join(out, layout.gradcam_png(guess.task))
             title = f"{job}: {guess.task} = {guess.predicted} ({guess.probability:.1%})\nGrad-CAM on {convs[-1]}"
             save_figure(cam_figure(pixels, heat, title), location)
             cams.append(GradCam(guess.task, guess.index, guess.predicted, guess.probability, convs[-1], location,

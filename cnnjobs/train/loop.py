@@ -31,9 +31,8 @@ from cnnjobs.data.shards import Manifest
 from cnnjobs.metrics import is_better
 from cnnjobs.models import build_model
 from cnnjobs.models.heads import task_loss
-from cnnjobs.results import files
+from cnnjobs.run import checkpoints, layout
 from cnnjobs.spec import JobSpec
-from cnnjobs.train import checkpoints
 from cnnjobs.train.cache import SplitCache
 from cnnjobs.train.distributed import gather_timings, same_on_all_workers, sync_buffers
 from cnnjobs.train.schedules import LrSchedule, early_stopping, make_optimizer
@@ -339,4 +338,4 @@ def _report(cfg: LoopConfig, metrics: dict[str, Any], weights: dict[str, torch.T
             else:
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report(scalars, checkpoint=checkpoint,
-                         checkpoint_dir_name=files.checkpoint_dir(state["epoch"]) if checkpoint else None)
+                         checkpoint_dir_name=layout.checkpoint_dir(state["epoch"]) if checkpoint else None)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import psutil
 import ray
 
-from cnnjobs.results.rundir import RunDir
+from cnnjobs.run.folder import RunDir
 from cnnjobs.spec import JobSpec
 from cnnjobs.train.launch import launch
 from cnnjobs.train.loop import LoopConfig

@@ -16,27 +16,14 @@ import yaml
 
 from cnnjobs import storage
 from cnnjobs.errors import JobError
-from cnnjobs.results import files
-from cnnjobs.results.rundir import RunDir
-from cnnjobs.results.runs import find_run
-from cnnjobs.results.summary import TrainSummary
+from cnnjobs.run import checkpoints, layout
+from cnnjobs.run.find import find_run
+from cnnjobs.run.folder import RunDir
+from cnnjobs.run.summary import TrainSummary
 from cnnjobs.spec import JobSpec, load_job, validate_job
-from cnnjobs.train import checkpoints
-from cnnjobs.train.runner import ProgressCallback, Reopened, RunResult, submit
+from cnnjobs.train.runner import Reopened
 
 _IGNORED = ("description", "output")  # keys that do not change what a run trains
-
-
-def resume(ref: str, job: JobSpec | None = None, *, overrides: list[str] | tuple[str, ...] = (), root: str = "runs",
-           force: bool = False, address: str | None = None,
-           on_progress: ProgressCallback | None = None) -> RunResult:
-    """Continue the run `ref` (a run folder or id under `root`) from its newest checkpoint that loads.
-
-    `job` (or `overrides` of the run's own job.yaml), when given, must be the job the run trained with:
-    differences are refused unless `force`.
-    """
-    previous, job = reopen(ref, job, overrides=overrides, root=root, force=force)
-    return submit(job, address=address, on_progress=on_progress, previous=previous)
 
 
 def reopen(ref: str, job: JobSpec | None, *, overrides: list[str] | tuple[str, ...] = (), root: str = "runs",
@@ -47,23 +34,23 @@ def reopen(ref: str, job: JobSpec | None, *, overrides: list[str] | tuple[str, .
     if not isinstance(summary, TrainSummary):
         if summary is None:
             raise JobError(f"{ref}: incomplete run folder ({found.problem}); start it again with "
-                           f"cnnjobs submit {found.file(files.JOB)}")
-        raise JobError(f"{ref}: a search; continue it with cnnjobs tune {found.file(files.JOB)} --resume {ref}")
+                           f"cnnjobs submit {found.file(layout.JOB)}")
+        raise JobError(f"{ref}: a search; continue it with cnnjobs tune {found.file(layout.JOB)} --resume {ref}")
     if summary.status == "succeeded":
         raise JobError(f"{ref}: the run finished already (succeeded at epoch {summary.epochs_run}); nothing to "
-                       f"resume. To train again: cnnjobs submit {found.file(files.JOB)}")
+                       f"resume. To train again: cnnjobs submit {found.file(layout.JOB)}")
     if summary.status == "running" and _driver_alive(summary.driver) and not force:
         raise JobError(f"{ref}: still running (driver {summary.driver}); stop it first, or --force if it is gone")
     saved = found.job()
     if job is None and overrides:
-        job = load_job(found.file(files.JOB), list(overrides))
+        job = load_job(found.file(layout.JOB), list(overrides))
     # A checkpoint whose epoch has no row in metrics.csv (the run stopped between saving it and recording the
     # epoch) is passed over: its epoch is trained again, exactly, instead of going missing from the metrics.
     recorded = _recorded(found.metrics)
     candidates = checkpoints.in_run(found.path)
-    ahead = [c for c in candidates if (files.checkpoint_epoch(posixpath.basename(c)) or 0) > recorded]
+    ahead = [c for c in candidates if (layout.checkpoint_epoch(posixpath.basename(c)) or 0) > recorded]
     loaded, passed = checkpoints.newest_loadable([c for c in candidates if c not in ahead])
-    passed = [f"{posixpath.basename(c)} (its epoch is not in {files.METRICS}: trained again)" for c in ahead] + passed
+    passed = [f"{posixpath.basename(c)} (its epoch is not in {layout.METRICS}: trained again)" for c in ahead] + passed
     trained_with = loaded.state["job"] if loaded is not None else saved.model_dump(mode="json")
     wanted = job or saved
     changes = job_changes(trained_with, wanted.model_dump(mode="json"))
@@ -71,11 +58,11 @@ def reopen(ref: str, job: JobSpec | None, *, overrides: list[str] | tuple[str, .
         raise JobError(f"{ref}: the job differs from the one the run trained with: {'; '.join(changes)}; "
                        "resume without changes, or add --force to continue with the changed job")
     if changes:
-        storage.write_text(found.file(files.JOB), wanted.to_yaml())
+        storage.write_text(found.file(layout.JOB), wanted.to_yaml())
     epoch = loaded.state["epoch"] if loaded is not None else 0
     rows = [_numbers(row) for row in found.metrics if int(row["epoch"]) <= epoch]
     run = RunDir(found.path, summary.job, summary.run_id)
-    wanted = validate_job(yaml.safe_load(storage.read_text(found.file(files.JOB))), found.file(files.JOB))
+    wanted = validate_job(yaml.safe_load(storage.read_text(found.file(layout.JOB))), found.file(layout.JOB))
     start = f"from {loaded.name}" if loaded is not None else "from the start: no checkpoint yet"
     return Reopened(run, summary, rows, [start, *(f"passed over {note}" for note in passed)]), wanted
 

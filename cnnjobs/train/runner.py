@@ -26,14 +26,13 @@ from ray.train.torch import TorchTrainer
 from cnnjobs import storage
 from cnnjobs.data.pipeline import TrainingData, build_datasets, normalization, stream_limits
 from cnnjobs.data.shards import Manifest, skipped_csv
-from cnnjobs.results import files
 from cnnjobs.results.epochs import summarize_epochs
-from cnnjobs.results.lifecycle import run_lifecycle
 from cnnjobs.results.pictures import draw
-from cnnjobs.results.rundir import RunDir, utc_now
-from cnnjobs.results.summary import DataFacts, Restart, Timing, TrainSummary
+from cnnjobs.run import checkpoints, layout
+from cnnjobs.run.folder import RunDir, utc_now
+from cnnjobs.run.lifecycle import run_lifecycle
+from cnnjobs.run.summary import DataFacts, Restart, Timing, TrainSummary
 from cnnjobs.spec import JobSpec
-from cnnjobs.train import checkpoints
 from cnnjobs.train.launch import Launch, launch
 from cnnjobs.train.loop import LoopConfig, StopRequested, train_loop
 from cnnjobs.train.progress import ProgressTracker, Snapshot
@@ -151,7 +150,7 @@ def data_facts(job: JobSpec, manifest: Manifest, cached: bool) -> DataFacts:
 def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCallback | None = None,
            previous: Reopened | None = None) -> RunResult:
     """Run `job` to the end on Ray Train and return its summary (or continue the run `previous`, see
-    `train.resume.resume`).
+    `train.resume.reopen`).
 
     Connects to `address` (or `RAY_ADDRESS`), else starts a local Ray instance sized to this machine and stops it
     afterwards. Raises `JobError` for bad input and `TrainingFailed` when training itself fails.
@@ -169,7 +168,7 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
             run, summary = previous.run, previous.summary
         launched.session.attach(run.logs_dir)
         if manifest.skipped:  # images and rows left out of the data, with the reason
-            storage.write_text(run.path(files.SKIPPED), skipped_csv(manifest))
+            storage.write_text(run.path(layout.SKIPPED), skipped_csv(manifest))
         in_process = runs_in_process(job, launched)
         summary.use_gpu, summary.in_process = launched.use_gpu, in_process
         summary.data = data_facts(job, manifest, launched.cached)
@@ -202,7 +201,7 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
             summary.workers = [snapshot.workers[rank] for rank in sorted(snapshot.workers)]
             summary.first_step_at = snapshot.first_step_at
             keep_best_model(run.location, run)
-            summary.best_model = files.BEST_MODEL
+            summary.best_model = layout.BEST_MODEL
     return RunResult(run.location, summary)
 
 
@@ -285,7 +284,7 @@ def keep_best_model(run_location: str, run: RunDir) -> None:
         raise RuntimeError("training left no readable checkpoint" + (f" ({'; '.join(passed)})" if passed else ""))
     buffer = io.BytesIO()
     torch.save(loaded.best if loaded.best is not None else loaded.weights, buffer)
-    storage.write_bytes(run.path(files.BEST_MODEL), buffer.getvalue())
+    storage.write_bytes(run.path(layout.BEST_MODEL), buffer.getvalue())
 
 
 def _timing(rows: list[dict[str, Any]]) -> Timing | None:

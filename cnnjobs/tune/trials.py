@@ -13,8 +13,8 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from cnnjobs import storage
 from cnnjobs.metrics import is_better, rank_key
-from cnnjobs.results import files
-from cnnjobs.results.rundir import RunDir
+from cnnjobs.run import layout
+from cnnjobs.run.folder import RunDir
 from cnnjobs.spec import JobSpec
 
 TrialsCallback = Callable[[str, list["TrialRow"]], None]
@@ -117,7 +117,7 @@ class Tracker(tune.Callback):
         return rank_rows(list(self.rows.values()), self.mode)
 
     def save(self) -> None:
-        storage.write_text(self.run.path(files.TUNE_RESULTS), results_csv(self.ranked(), self.keys))
+        storage.write_text(self.run.path(layout.TUNE_RESULTS), results_csv(self.ranked(), self.keys))
 
 
 def rows_from_grid(grid: tune.ResultGrid, job: JobSpec, live: list[TrialRow]) -> list[TrialRow]:

@@ -29,12 +29,12 @@ from cnnjobs import storage
 from cnnjobs.data.pipeline import TrainingData
 from cnnjobs.data.shards import Manifest
 from cnnjobs.errors import JobError
-from cnnjobs.results import files
-from cnnjobs.results.lifecycle import run_lifecycle
-from cnnjobs.results.rundir import RunDir, utc_now
-from cnnjobs.results.runs import find_run
-from cnnjobs.results.summary import BestTrial, DataFacts, TuneSummary
 from cnnjobs.results.tensorboard import write_epochs
+from cnnjobs.run import layout
+from cnnjobs.run.find import find_run
+from cnnjobs.run.folder import RunDir, utc_now
+from cnnjobs.run.lifecycle import run_lifecycle
+from cnnjobs.run.summary import BestTrial, DataFacts, TuneSummary
 from cnnjobs.spec import JobSpec, apply_values, validate_job
 from cnnjobs.train.launch import launch
 from cnnjobs.train.loop import LoopConfig
@@ -63,7 +63,7 @@ def _trial(config: dict[str, Any], *, raw: dict, manifest: Manifest, data: Train
     job = validate_job(apply_values(raw, config), "tune trial")
     trial_id = tune.get_context().get_trial_id()
     # Its own Train run folder: fitting again after --resume continues from that run's last checkpoint.
-    run = RunDir(storage.join(run_location, files.TRIALS, trial_id), job.name, trial_id)
+    run = RunDir(storage.join(run_location, layout.TRIALS, trial_id), job.name, trial_id)
     loop = LoopConfig(job, manifest, None, data.kept, run.location)
     build_trainer(loop, data, run, use_gpu, callbacks=[TuneReportCallback()]).fit()
 
@@ -100,7 +100,7 @@ def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallb
                 final.epochs_run = sum(row.epochs for row in rows)
                 final.trials_stopped_early = sum(row.status == "stopped" for row in rows)
 
-        resume_command = f"cnnjobs tune {run.location}/{files.JOB} --resume {run.location}"
+        resume_command = f"cnnjobs tune {run.location}/{layout.JOB} --resume {run.location}"
         with run_lifecycle(run, summary, resume=resume_command, finish=finish):
             plan = plan_concurrency(job, ray.cluster_resources(), launched.use_gpu)
             summary.use_gpu, summary.concurrency, summary.concurrency_reason = launched.use_gpu, plan.trials, \
@@ -118,14 +118,14 @@ def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallb
             rows[:] = rows_from_grid(grid, job, tracker.ranked())
             for result in grid:  # `tensorboard --logdir <run>/trials` shows every trial
                 if result.metrics_dataframe is not None and result.metrics:
-                    write_epochs(storage.join(run.location, files.TRIALS, result.metrics["trial_id"],
-                                              files.TENSORBOARD), result.metrics_dataframe.to_dict("records"))
+                    write_epochs(storage.join(run.location, layout.TRIALS, result.metrics["trial_id"],
+                                              layout.TENSORBOARD), result.metrics_dataframe.to_dict("records"))
             summary.most_running = max(tracker.most_running, summary.most_running)
             for row in rows:  # a trial cut short by the interruption is not finished, whatever Tune recorded
                 status = tracker.statuses.get(row.trial) if interrupted else None
                 if status in ("RUNNING", "PENDING", "PAUSED"):
                     row.status = status.lower()
-            storage.write_text(run.path(files.TUNE_RESULTS), results_csv(rows, list(job.tune.space)))
+            storage.write_text(run.path(layout.TUNE_RESULTS), results_csv(rows, list(job.tune.space)))
             if interrupted:  # Tune caught the Ctrl-C itself and returned
                 summary.status = "interrupted"
             elif grid.errors and all(row.best is None for row in rows):
@@ -156,8 +156,8 @@ def _reopen(ref: str, job: JobSpec) -> tuple[Any, JobSpec, TuneSummary]:
         raise JobError(f"{ref}: not a search ({found.problem or f'kind {found.summary.kind}'})")
     if found.summary.status == "succeeded":
         raise JobError(f"{ref}: the search finished already; nothing to resume")
-    if not found.has(files.TUNE_EXPERIMENT):
-        raise JobError(f"{ref}: no Tune state in {found.file(files.TUNE_EXPERIMENT)}; cannot resume")
+    if not found.has(layout.TUNE_EXPERIMENT):
+        raise JobError(f"{ref}: no Tune state in {found.file(layout.TUNE_EXPERIMENT)}; cannot resume")
     saved = found.job()
     if saved.tune != job.tune:
         log.warning("resuming with the tune: section saved in %s, not the one in the job file", found.path)
@@ -176,7 +176,7 @@ def _tuner(job: JobSpec, manifest: Manifest, run: RunDir, plan: Concurrency, tra
         {"CPU": DRIVER_CPUS})
     filesystem = fs if storage.is_uri(run.location) else None
     if restore:
-        experiment = storage.join(run.location if filesystem else root, files.TUNE_EXPERIMENT)
+        experiment = storage.join(run.location if filesystem else root, layout.TUNE_EXPERIMENT)
         tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, storage_filesystem=filesystem)
         tuner._local_tuner._run_config.callbacks = [tracker]  # callbacks are not part of the saved state
         return tuner
@@ -192,7 +192,7 @@ def _tuner(job: JobSpec, manifest: Manifest, run: RunDir, plan: Concurrency, tra
         param_space=search_space(job.tune),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, num_samples=job.tune.num_samples,
                                     search_alg=sampler(job, plan.trials), time_budget_s=job.tune.time_budget_s),
-        run_config=tune.RunConfig(name=files.TUNE_EXPERIMENT, storage_path=run.location if filesystem else root,
+        run_config=tune.RunConfig(name=layout.TUNE_EXPERIMENT, storage_path=run.location if filesystem else root,
                                   storage_filesystem=filesystem, callbacks=[tracker], verbose=0),
     )
 
@@ -202,11 +202,11 @@ def _keep_best(job: JobSpec, rows: list[TrialRow], run: RunDir, summary: TuneSum
     best = next((row for row in rows if row.best is not None), None)
     if best is None:
         raise RuntimeError("no trial reported a result")
-    winner = validate_job(apply_values(job.model_dump(mode="json"), best.values), run.path(files.BEST_JOB))
-    storage.write_text(run.path(files.BEST_JOB), winner.to_yaml())
+    winner = validate_job(apply_values(job.model_dump(mode="json"), best.values), run.path(layout.BEST_JOB))
+    storage.write_text(run.path(layout.BEST_JOB), winner.to_yaml())
     if best.checkpoint:  # the trial's run folder: its newest checkpoint holds the trial's best weights
-        keep_best_model(storage.join(run.location, files.TRIALS, best.trial), run)
-    summary.arch, summary.best_metric, summary.best_job = winner.model.arch, best.best, files.BEST_JOB
-    summary.best_model = files.BEST_MODEL if best.checkpoint else None
+        keep_best_model(storage.join(run.location, layout.TRIALS, best.trial), run)
+    summary.arch, summary.best_metric, summary.best_job = winner.model.arch, best.best, layout.BEST_JOB
+    summary.best_model = layout.BEST_MODEL if best.checkpoint else None
     summary.best_trial = BestTrial(trial=best.trial, values=best.values, epochs=best.epochs,
                                    best_epoch=best.best_epoch, test_acc=best.test_acc)

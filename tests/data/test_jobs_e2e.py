@@ -12,7 +12,7 @@ from PIL import Image
 
 from cnnjobs.data import shards
 from cnnjobs.data.synth import synth
-from cnnjobs.results import files
+from cnnjobs.run import layout
 from cnnjobs.spec import load_job
 from cnnjobs.train.runner import submit
 from tests.conftest import seeded_job, stand_in
@@ -51,12 +51,12 @@ def test_seed_job_runs_on_its_stand_in(name, ray_cluster, tmp_path, cache_dir):
     # Every picture of the run is an image with something in it. Seeds 000, 002 and 004 have no test split (000's
     # folders are train/ and validation/), so their confusion matrices and prediction grids are on validation.
     assert summary.evaluated == ("test" if name in ("mnist_lenet", "cfl_folder") else "val")
-    pictures = [files.CURVES, files.PREDICTIONS, *[files.confusion_png(task) for task in summary.data.tasks]]
+    pictures = [layout.CURVES, layout.PREDICTIONS, *[layout.confusion_png(task) for task in summary.data.tasks]]
     if job.data.augment is not None:
-        pictures.append(files.AUGMENTED)
+        pictures.append(layout.AUGMENTED)
     for name_ in pictures:
         assert_picture(Path(result.run_dir) / name_)
-    assert list((Path(result.run_dir) / files.TENSORBOARD).glob("events.out.tfevents*"))
+    assert list((Path(result.run_dir) / layout.TENSORBOARD).glob("events.out.tfevents*"))
 
 
 def assert_picture(path: Path) -> None:

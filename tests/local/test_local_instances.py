@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.cli.test_cli import cnnjobs
 from tests.conftest import REPO, cli_env
-from tests.test_cli import cnnjobs
 
 pytestmark = pytest.mark.slow
 

@@ -96,7 +96,7 @@ def test_the_catalogs_minimum_size_is_the_networks_own(arch):
         backbone(torch.zeros(1, 3, info.min_size, info.min_size))
     spec = ModelSpec(arch=arch)
     with pytest.raises((RuntimeError, ValueError)):  # one pixel less: a convolution or pooling finds no room
-        from cnnjobs.models.builders import BUILDERS
+        from cnnjobs.models.registry import BUILDERS
 
         BUILDERS[arch](spec, 3, (info.min_size - 1, info.min_size - 1))[0].eval()(
             torch.zeros(1, 3, info.min_size - 1, info.min_size - 1))

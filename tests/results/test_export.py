@@ -22,9 +22,9 @@ from cnnjobs.data.pipeline import decode_images
 from cnnjobs.data.shards import Manifest
 from cnnjobs.errors import JobError
 from cnnjobs.results import export as export_module
-from cnnjobs.results import files
 from cnnjobs.results.export import TOLERANCE, ExportMismatch, export
 from cnnjobs.results.trained import TrainedModel, load_trained
+from cnnjobs.run import layout
 from tests.conftest import stand_in
 from tests.results.trained_run import make_trained_run
 
@@ -201,15 +201,15 @@ def test_exported_model_predicts_an_image_file_without_cnnjobs(exported, case, f
 def test_unfinished_or_unknown_run_is_a_one_line_error(run_of, fmt, tmp_path):
     unfinished = tmp_path / "runs" / "digits_lenet" / "unfinished"
     shutil.copytree(run_of("digits"), unfinished, ignore=shutil.ignore_patterns("export"))
-    (unfinished / files.BEST_MODEL).unlink()
-    summary = json.loads((unfinished / files.SUMMARY).read_text())
+    (unfinished / layout.BEST_MODEL).unlink()
+    summary = json.loads((unfinished / layout.SUMMARY).read_text())
     summary.update(status="running", best_model=None, best_epoch=None)
-    (unfinished / files.SUMMARY).write_text(json.dumps(summary))
+    (unfinished / layout.SUMMARY).write_text(json.dumps(summary))
 
     with pytest.raises(JobError) as error:
         export(str(unfinished), fmt)
     message = str(error.value)
-    assert "\n" not in message and files.BEST_MODEL in message and str(unfinished) in message
+    assert "\n" not in message and layout.BEST_MODEL in message and str(unfinished) in message
     assert not (unfinished / "export").exists()
 
     with pytest.raises(JobError, match="no such run") as error:

@@ -17,8 +17,8 @@ from PIL import Image
 from cnnjobs.cli import main
 from cnnjobs.data.shards import prepare
 from cnnjobs.results.epochs import class_rows
-from cnnjobs.results.runs import list_runs, load_run
-from cnnjobs.results.summary import SCHEMA_VERSION, TrainSummary, TuneSummary
+from cnnjobs.run.find import list_runs, load_run
+from cnnjobs.run.summary import SCHEMA_VERSION, TrainSummary, TuneSummary
 from cnnjobs.spec import load_job
 
 OLD = Path(__file__).parent / "v1_runs"

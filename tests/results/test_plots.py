@@ -11,7 +11,6 @@ import torch
 from matplotlib.colors import to_rgba
 from PIL import Image, ImageDraw
 
-from cnnjobs.results import files
 from cnnjobs.results.grids import (
     RIGHT,
     WRONG,
@@ -32,7 +31,8 @@ from cnnjobs.results.plots import (
     most_confused_classes,
     save_plots,
 )
-from cnnjobs.results.summary import DataFacts, TrainSummary
+from cnnjobs.run import layout
+from cnnjobs.run.summary import DataFacts, TrainSummary
 
 NAMES = ["Perfume and Body Mist", "Tshirts", "Casual Shoes", "Navy Blue", "Lip Gloss", "Ties and Cufflinks"]
 
@@ -89,8 +89,8 @@ def test_save_plots_writes_every_picture_and_the_legend_names_the_epochs(tmp_pat
     images = shapes(6)
     predictions = EvaluatedImages(images, {"digit": [0, 1, 2, 0, 1, 2]}, {"digit": [0, 1, 1, 0, 2, 2]})
     written = save_plots(str(tmp_path), summary, rows, predictions, Augmented(images, [255 - images]))
-    assert written == [files.CURVES, files.confusion_png("digit"), files.confusion_png("big"), files.PREDICTIONS,
-                       files.AUGMENTED]
+    assert written == [layout.CURVES, layout.confusion_png("digit"), layout.confusion_png("big"), layout.PREDICTIONS,
+                       layout.AUGMENTED]
     for name in written:
         assert_picture(tmp_path / name)
     figure = learning_curves(rows, 4, stopped_early=True, title="job / run")

@@ -19,9 +19,9 @@ from cnnjobs.cli.common import Parser
 from cnnjobs.cli.visualize import add_commands
 from cnnjobs.errors import JobError
 from cnnjobs.models.heads import MultiHead
-from cnnjobs.results import files
 from cnnjobs.results.trained import load_trained
 from cnnjobs.results.visualize import cam_figure, grad_cam, visualize
+from cnnjobs.run import layout
 from tests.conftest import stand_in
 from tests.results.trained_run import make_trained_run
 
@@ -97,7 +97,7 @@ def test_one_grid_per_conv_and_pool_layer_in_execution_order(request, which, exp
     assert [(layer.name, layer.output_shape) for layer in result.layers] == layers
     assert [layer.kind for layer in result.layers] == [type(load_trained(run).model.get_submodule(name)).__name__
                                                        for name, _ in layers]
-    names = [files.feature_maps_png(index, name) for index, (name, _) in enumerate(layers, 1)]
+    names = [layout.feature_maps_png(index, name) for index, (name, _) in enumerate(layers, 1)]
     assert [Path(layer.file).name for layer in result.layers] == names
     assert sorted(path.name for path in out.glob("features_*.png")) == names
     assert result.files == [str(out / name) for name in names] + [str(out / "prediction.png")]

@@ -18,9 +18,9 @@ from cnnjobs.data.pipeline import decode_images, normalization, to_model_input
 from cnnjobs.data.shards import prepare
 from cnnjobs.models import build_model
 from cnnjobs.models.heads import task_loss
-from cnnjobs.results import files
-from cnnjobs.results.rundir import RunDir, utc_now
-from cnnjobs.results.summary import DataFacts, TrainSummary
+from cnnjobs.run import layout
+from cnnjobs.run.folder import RunDir, utc_now
+from cnnjobs.run.summary import DataFacts, TrainSummary
 from cnnjobs.spec import JobSpec, load_job
 from tests.conftest import REPO
 
@@ -52,14 +52,14 @@ def make_trained_run(out: Path, job_file: str = "jobs/digits_lenet.yaml", *overr
     run = RunDir.create(job.output.dir, job.name, job.to_yaml())
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    storage.write_bytes(run.path(files.BEST_MODEL), buffer.getvalue())
+    storage.write_bytes(run.path(layout.BEST_MODEL), buffer.getvalue())
     summary = TrainSummary(
         job=job.name, run_id=run.run_id, run_dir=run.location, started=utc_now(), status="succeeded",
         monitor=job.train.monitor, mode=job.train.monitor_mode, arch=job.model.arch, epochs=1, epochs_run=1,
-        best_epoch=1, best_model=files.BEST_MODEL,
+        best_epoch=1, best_model=layout.BEST_MODEL,
         data=DataFacts(shards=manifest.location, cached=cached, image_shape=list(manifest.image_shape),
                        tasks={t: len(c) for t, c in manifest.tasks.items()}, classes=manifest.tasks,
                        rows={s: manifest.num_rows(s) for s in manifest.files}, mean=list(mean), std=list(std)))
     run.write_summary(summary)
-    assert yaml.safe_load((Path(run.location) / files.JOB).read_text())["name"] == job.name
+    assert yaml.safe_load((Path(run.location) / layout.JOB).read_text())["name"] == job.name
     return run.location, job

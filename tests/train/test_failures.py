@@ -18,11 +18,10 @@ import torch
 
 from cnnjobs import storage
 from cnnjobs.cli import main
-from cnnjobs.results import files
-from cnnjobs.results.rundir import RunDir, utc_now
-from cnnjobs.results.runs import load_run
-from cnnjobs.results.summary import TrainSummary
-from cnnjobs.train import checkpoints, loop
+from cnnjobs.run import checkpoints, layout, loop
+from cnnjobs.run.find import load_run
+from cnnjobs.run.folder import RunDir, utc_now
+from cnnjobs.run.summary import TrainSummary
 from cnnjobs.train.resume import reopen
 
 
@@ -51,7 +50,7 @@ def _poison(monkeypatch, make_error, after_validations: int) -> None:
 
 
 def _epochs(run: Path) -> list[int]:
-    return [int(row["epoch"]) for row in csv.DictReader(open(run / files.METRICS))]
+    return [int(row["epoch"]) for row in csv.DictReader(open(run / layout.METRICS))]
 
 
 def _only_run(root: Path) -> Path:
@@ -75,17 +74,17 @@ def test_nan_loss_stops_naming_epoch_and_step_then_resume_passes_over_a_truncate
 
     # A run stopped between saving epoch 2's checkpoint and recording its row: resume would lose epoch 2, so it
     # passes over that checkpoint and keeps epoch 1's row (the order a Ctrl-C can fall in, forced here).
-    metrics = (run / files.METRICS).read_text()
-    (run / files.METRICS).write_text("".join(metrics.splitlines(keepends=True)[:2]))  # header and epoch 1
+    metrics = (run / layout.METRICS).read_text()
+    (run / layout.METRICS).write_text("".join(metrics.splitlines(keepends=True)[:2]))  # header and epoch 1
     previous, _ = reopen(str(run), None)
     assert [row["epoch"] for row in previous.rows] == [1]
     assert previous.notes == ["from checkpoint_epoch-0001", "passed over checkpoint_epoch-0002 (its epoch is not "
-                              f"in {files.METRICS}: trained again)"]
-    (run / files.METRICS).write_text(metrics)
+                              f"in {layout.METRICS}: trained again)"]
+    (run / layout.METRICS).write_text(metrics)
 
     # The newest checkpoint is damaged (a copy cut short): --resume passes over it, says so, and goes on from epoch 1.
     monkeypatch.undo()
-    weights = run / "checkpoint_epoch-0002" / files.CHECKPOINT_MODEL
+    weights = run / "checkpoint_epoch-0002" / layout.CHECKPOINT_MODEL
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     assert main(["submit", "--resume", str(run)]) == 0
     out = capsys.readouterr().out.replace("\n", " ")
@@ -94,7 +93,7 @@ def test_nan_loss_stops_naming_epoch_and_step_then_resume_passes_over_a_truncate
     summary = load_run(str(run)).summary
     assert summary.status == "succeeded" and summary.epochs_run == 4
     assert _epochs(run) == [1, 2, 3, 4]  # epoch 2 trained again, every epoch once
-    assert (run / files.BEST_MODEL).exists()
+    assert (run / layout.BEST_MODEL).exists()
 
 
 @pytest.mark.slow
@@ -109,7 +108,7 @@ def test_out_of_memory_names_the_settings_to_lower(ray_cluster, write_job, tmp_p
            "train.batch_size (now 32) or data.image_size, or set train.precision: bf16" in out
     run = _only_run(tmp_path / "runs")
     assert load_run(str(run)).summary.status == "failed"
-    assert "out of memory at epoch 1, step 1" in (run / "logs" / files.CNNJOBS_LOG).read_text()  # with a traceback
+    assert "out of memory at epoch 1, step 1" in (run / "logs" / layout.CNNJOBS_LOG).read_text()  # with a traceback
 
 
 class _FullDisk:
@@ -143,7 +142,7 @@ def test_a_full_disk_leaves_the_previous_summary_and_checkpoints_intact(tmp_path
     summary = TrainSummary(job="job", run_id=run.run_id, run_dir=run.location, started=utc_now(), monitor="val/acc",
                            mode="max", arch="lenet5", epochs=3, status="running")
     run.write_summary(summary)
-    before = (Path(run.location) / files.SUMMARY).read_bytes()
+    before = (Path(run.location) / layout.SUMMARY).read_bytes()
 
     # Two checkpoints written, then the disk fills while the third is copied in.
     weights = {"w": torch.arange(4.0)}
@@ -173,6 +172,6 @@ def test_a_full_disk_leaves_the_previous_summary_and_checkpoints_intact(tmp_path
     with pytest.raises(OSError, match="No space left"):
         run.write_summary(summary)
     monkeypatch.undo()
-    assert (Path(run.location) / files.SUMMARY).read_bytes() == before
+    assert (Path(run.location) / layout.SUMMARY).read_bytes() == before
     assert json.loads(before)["status"] == "running"
     assert sorted(p.name for p in Path(run.location).iterdir() if ".tmp" in p.name) == []

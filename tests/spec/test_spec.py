@@ -9,7 +9,7 @@ import pytest
 from cnnjobs.errors import JobError
 from cnnjobs.spec import load_job, parse_override
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -1,4 +1,5 @@
-"""The seed tutorials' own CNNs, sized from the input instead of hard-coded flatten sizes.
+"""The seed tutorials' own CNNs (LeNet-5, the cats-vs-dogs CNN, the BatchNorm CNN, the
+car/frog/lizard CNN), sized from the input instead of hard-coded flatten sizes.
 
 Each constructor returns the network up to its last hidden layer; `build_model` adds the output layer (the
 seeds' `Dense(classes)`) as a head. `model.width` scales every channel and unit count; `model.dropout` is the
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnjobs.models.builders import flat_features, register
+from cnnjobs.models.registry import flat_features, register
 from cnnjobs.spec import ModelSpec
 
 

@@ -13,8 +13,8 @@ import torch
 from cnnjobs.cli import main
 from cnnjobs.data import shards
 from cnnjobs.models import build_model
-from cnnjobs.results.runs import load_run
-from cnnjobs.results.summary import SCHEMA_VERSION
+from cnnjobs.run.find import load_run
+from cnnjobs.run.summary import SCHEMA_VERSION
 from cnnjobs.spec import load_job
 from cnnjobs.train.runner import submit
 from tests.conftest import seeded_job

@@ -23,8 +23,8 @@ import pyarrow.fs as pafs
 
 from cnnjobs import storage
 from cnnjobs.errors import JobError
-from cnnjobs.results import files
-from cnnjobs.results.summary import TrainSummary, TuneSummary
+from cnnjobs.run import layout
+from cnnjobs.run.summary import TrainSummary, TuneSummary
 
 
 def new_run_id() -> str:
@@ -60,7 +60,7 @@ class RunDir:
             raise JobError(f"output.dir: cannot create the run folder {location}: {exc}") from None
         run = cls(location, job_name, run_id)
         os.makedirs(run.logs_dir, exist_ok=True)
-        storage.write_text(run.path(files.JOB), job_yaml)
+        storage.write_text(run.path(layout.JOB), job_yaml)
         return run
 
     @property
@@ -75,7 +75,7 @@ class RunDir:
         """A local folder for log files: inside the run folder, or a temporary one uploaded at the end."""
         if storage.is_uri(self.location):
             return os.path.join(tempfile.gettempdir(), "cnnjobs-logs", self.job_name, self.run_id)
-        return os.path.join(storage.resolve(self.location)[1], files.LOGS)
+        return os.path.join(storage.resolve(self.location)[1], layout.LOGS)
 
     def path(self, name: str) -> str:
         """Location of a file in the run folder."""
@@ -90,15 +90,15 @@ class RunDir:
         writer = csv.DictWriter(out, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        storage.write_text(self.path(files.METRICS), out.getvalue())
+        storage.write_text(self.path(layout.METRICS), out.getvalue())
 
     def write_summary(self, summary: TrainSummary | TuneSummary) -> None:
         """`summary.json`, rewritten as the run progresses (status `running`, then its outcome)."""
-        storage.write_text(self.path(files.SUMMARY), json.dumps(summary.model_dump(mode="json"), indent=1))
+        storage.write_text(self.path(layout.SUMMARY), json.dumps(summary.model_dump(mode="json"), indent=1))
 
     def log_traceback(self, text: str) -> str:
         """Append a traceback to `logs/cnnjobs.log`; returns the log's path."""
-        path = os.path.join(self.logs_dir, files.CNNJOBS_LOG)
+        path = os.path.join(self.logs_dir, layout.CNNJOBS_LOG)
         os.makedirs(self.logs_dir, exist_ok=True)
         with open(path, "a") as out:
             out.write(f"{utc_now()}\n{text}\n")
@@ -107,5 +107,5 @@ class RunDir:
     def upload_logs(self) -> None:
         """Copy local logs next to the run when the run folder is remote."""
         if storage.is_uri(self.location):
-            fs, path = storage.resolve(self.path(files.LOGS))
+            fs, path = storage.resolve(self.path(layout.LOGS))
             pafs.copy_files(self.logs_dir, path, destination_filesystem=fs)

@@ -9,7 +9,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from cnnjobs.results.render import fmt, trials_table
+from cnnjobs.cli.render import fmt, trials_table
 from cnnjobs.train.progress import Snapshot
 
 

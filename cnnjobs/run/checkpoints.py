@@ -24,7 +24,7 @@ import torch
 
 from cnnjobs import storage
 from cnnjobs.metrics import rank_key
-from cnnjobs.results import files
+from cnnjobs.run import layout
 
 META = "meta.json"
 
@@ -46,12 +46,12 @@ class Loaded:
 def write(folder: str, weights: dict[str, torch.Tensor], state: dict[str, Any],
           best: dict[str, torch.Tensor] | None, score: float | None) -> None:
     """Write a checkpoint into the local `folder`; `best` is None when the best weights are this epoch's."""
-    torch.save(weights, os.path.join(folder, files.CHECKPOINT_MODEL))
+    torch.save(weights, os.path.join(folder, layout.CHECKPOINT_MODEL))
     # Whether best_model.pt belongs to this checkpoint: a folder written again over a damaged one may hold an
     # older best_model.pt.
-    torch.save({**state, "has_best": best is not None}, os.path.join(folder, files.CHECKPOINT_STATE))
+    torch.save({**state, "has_best": best is not None}, os.path.join(folder, layout.CHECKPOINT_STATE))
     if best is not None:
-        torch.save(best, os.path.join(folder, files.CHECKPOINT_BEST))
+        torch.save(best, os.path.join(folder, layout.CHECKPOINT_BEST))
     with open(os.path.join(folder, META), "w") as out:
         json.dump({"epoch": state["epoch"], "score": score}, out)
 
@@ -73,9 +73,9 @@ def read(location: str) -> Loaded:
             raise CheckpointError(f"{posixpath.basename(root)}: {name} is unreadable "
                                   f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
 
-    state = load(files.CHECKPOINT_STATE)
-    return Loaded(posixpath.basename(root.rstrip("/")), load(files.CHECKPOINT_MODEL), state,
-                  load(files.CHECKPOINT_BEST) if state.get("has_best") else None)
+    state = load(layout.CHECKPOINT_STATE)
+    return Loaded(posixpath.basename(root.rstrip("/")), load(layout.CHECKPOINT_MODEL), state,
+                  load(layout.CHECKPOINT_BEST) if state.get("has_best") else None)
 
 
 def in_run(run_location: str) -> list[str]:
@@ -83,9 +83,9 @@ def in_run(run_location: str) -> list[str]:
     fs, root = storage.resolve(run_location)
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         return []
-    found = [(files.checkpoint_epoch(info.base_name), info.base_name)
+    found = [(layout.checkpoint_epoch(info.base_name), info.base_name)
              for info in fs.get_file_info(pafs.FileSelector(root))
-             if info.type == pafs.FileType.Directory and files.checkpoint_epoch(info.base_name) is not None]
+             if info.type == pafs.FileType.Directory and layout.checkpoint_epoch(info.base_name) is not None]
     return [storage.join(run_location, name) for _, name in sorted(found, reverse=True)]
 
 
@@ -104,7 +104,7 @@ def persist(folder: str, run_location: str, epoch: int, keep: int, mode: str) ->
     """Copy the local checkpoint `folder` into the run folder as `checkpoint_epoch-NNNN` (written under a temporary
     name, then renamed: a full disk leaves the earlier ones intact), then keep the best `keep` by score and the
     newest. Returns the checkpoint's location."""
-    target = storage.join(run_location, files.checkpoint_dir(epoch))
+    target = storage.join(run_location, layout.checkpoint_dir(epoch))
     fs, path = storage.resolve(target)
     partial = path + ".partial"
     if fs.get_file_info(partial).type != pafs.FileType.NotFound:

@@ -6,8 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-from cnnjobs.results.runs import Run
-from cnnjobs.results.summary import ClassRow, TrainSummary, TuneSummary
+from cnnjobs.run.find import Run
+from cnnjobs.run.summary import ClassRow, TrainSummary, TuneSummary
 
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
 _TRIAL_STYLE = {"done": "green", "stopped": "yellow", "error": "red", "running": "cyan", "pending": "dim"}

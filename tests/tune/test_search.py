@@ -15,12 +15,12 @@ import pytest
 import yaml
 from rich.console import Console
 
+from cnnjobs.cli.render import trials_table
 from cnnjobs.errors import JobError
-from cnnjobs.results.render import trials_table
 from cnnjobs.spec import load_job
 from cnnjobs.tune import TrialRow, num_trials, plan_concurrency, rank_rows, results_csv, sampler, search_space
+from tests.cli.test_cli import cnnjobs
 from tests.conftest import REPO, cli_env
-from tests.test_cli import cnnjobs
 
 SPACE = {"train.lr": {"grid": [0.05, 0.0001, 0.00005]}}
 

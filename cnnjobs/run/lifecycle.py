@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
 from cnnjobs.errors import Interrupted, JobError, TrainingFailed
-from cnnjobs.results.rundir import RunDir, utc_now
-from cnnjobs.results.summary import TrainSummary, TuneSummary
+from cnnjobs.run.folder import RunDir, utc_now
+from cnnjobs.run.summary import TrainSummary, TuneSummary
 
 S = TypeVar("S", TrainSummary, TuneSummary)
 log = logging.getLogger("cnnjobs")

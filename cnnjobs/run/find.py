@@ -13,8 +13,8 @@ import yaml
 
 from cnnjobs import storage
 from cnnjobs.errors import JobError
-from cnnjobs.results import files
-from cnnjobs.results.summary import TrainSummary, TuneSummary, parse_summary
+from cnnjobs.run import layout
+from cnnjobs.run.summary import TrainSummary, TuneSummary, parse_summary
 from cnnjobs.spec import JobSpec, validate_job
 
 
@@ -45,18 +45,18 @@ class Run:
     @property
     def metrics(self) -> list[dict[str, str]]:
         """Rows of `metrics.csv` (strings, as written); empty before the first epoch ends."""
-        return self._csv_rows(files.METRICS)
+        return self._csv_rows(layout.METRICS)
 
     @property
     def trials(self) -> list[dict[str, str]]:
         """Rows of a search's `tune_results.csv` (best first); empty for training runs."""
-        return self._csv_rows(files.TUNE_RESULTS)
+        return self._csv_rows(layout.TUNE_RESULTS)
 
     def job(self) -> JobSpec:
         """The job as it ran (`job.yaml`, every default filled in)."""
-        location = self.file(files.JOB)
+        location = self.file(layout.JOB)
         if not storage.exists(location):
-            raise JobError(f"{self.path}: incomplete run folder (no {files.JOB})")
+            raise JobError(f"{self.path}: incomplete run folder (no {layout.JOB})")
         return validate_job(yaml.safe_load(storage.read_text(location)), location)
 
     def trained(self) -> TrainSummary:
@@ -64,9 +64,9 @@ class Run:
         if not isinstance(self.summary, TrainSummary):
             kind = self.summary.kind if self.summary else "incomplete"
             raise JobError(f"{self.path}: not a training run ({self.problem or f'kind {kind}'}); for a search, "
-                           f"use the best trial's job: cnnjobs submit {self.path}/{files.BEST_JOB}")
-        if not self.summary.best_model or not self.has(files.BEST_MODEL):
-            raise JobError(f"{self.path}: the run has no {files.BEST_MODEL} (status {self.summary.status}); "
+                           f"use the best trial's job: cnnjobs submit {self.path}/{layout.BEST_JOB}")
+        if not self.summary.best_model or not self.has(layout.BEST_MODEL):
+            raise JobError(f"{self.path}: the run has no {layout.BEST_MODEL} (status {self.summary.status}); "
                            "it did not finish an epoch")
         return self.summary
 
@@ -79,11 +79,11 @@ class Run:
 
 def load_run(path: str) -> Run:
     """Open the run folder at `path`; JobError when it is not one or its summary cannot be read."""
-    location = storage.join(path, files.SUMMARY)
+    location = storage.join(path, layout.SUMMARY)
     if not storage.exists(location):
-        if storage.exists(storage.join(path, files.JOB)):
-            return Run(path, None, f"no {files.SUMMARY}: the run stopped before writing it")
-        raise JobError(f"{path}: not a run folder (no {files.SUMMARY})")
+        if storage.exists(storage.join(path, layout.JOB)):
+            return Run(path, None, f"no {layout.SUMMARY}: the run stopped before writing it")
+        raise JobError(f"{path}: not a run folder (no {layout.SUMMARY})")
     try:
         raw = json.loads(storage.read_text(location))
     except json.JSONDecodeError as exc:
@@ -97,7 +97,7 @@ def list_runs(root: str = "runs", job: str | None = None, status: str | None = N
 
     A folder whose summary is missing or unreadable (a run killed while starting) is listed with its problem.
     """
-    folders = sorted({os.path.dirname(path) for pattern in (files.SUMMARY, files.JOB)
+    folders = sorted({os.path.dirname(path) for pattern in (layout.SUMMARY, layout.JOB)
                       for path in glob(os.path.join(os.path.expanduser(root), "*", "*", pattern))},
                      key=os.path.basename)
     runs = []
@@ -116,7 +116,7 @@ def list_runs(root: str = "runs", job: str | None = None, status: str | None = N
 
 def find_run(ref: str, root: str = "runs") -> Run:
     """A run by folder path, by run id, or by `job/run id`, looked up under `root`."""
-    if storage.exists(storage.join(ref, files.SUMMARY)) or storage.exists(storage.join(ref, files.JOB)):
+    if storage.exists(storage.join(ref, layout.SUMMARY)) or storage.exists(storage.join(ref, layout.JOB)):
         return load_run(ref)
     matches = [run for run in list_runs(root) if ref in (run.run_id, f"{run.job_name}/{run.run_id}")]
     if not matches:
