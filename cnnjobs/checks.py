@@ -41,6 +41,20 @@ def check_tasks(job: JobSpec, tasks: dict[str, list[str]]) -> None:
     _raise_first(job, problems)
 
 
+def check_storage(job: JobSpec, output: bool = True) -> None:
+    """Every URI the job reads or writes (`output.dir` unless not `output`, `data.cache_dir`, a `parquet` source)
+    must be storage this machine can use: the bucket exists, the credentials are accepted, the endpoint answers
+    (see `storage.check`)."""
+    from cnnjobs import storage
+
+    locations = [("output.dir", job.output.dir)] if output else []
+    locations.append(("data.cache_dir", job.data.cache_dir))
+    if job.data.source.type == "parquet":
+        locations.append(("data.source.path", job.data.source.path))
+    for key, location in locations:
+        storage.check(location, f"{job.source}: {key}")
+
+
 def check_weights(job: JobSpec) -> None:
     """`model.weights` must be a state dict, read as the workers will read it (see `read_state_dict`)."""
     if job.model.weights:

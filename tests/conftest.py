@@ -56,8 +56,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> dict[str, str]:
-    """Start Ray once per test session (starting it costs ~10 s); yields its GCS and dashboard addresses."""
+def s3_server():
+    """One S3 server for the session (moto's server mode on 127.0.0.1, authentication on), its credentials and
+    endpoint exported as the standard AWS variables: every process started afterwards (the session's Ray instance,
+    the two-node cluster, `cnnjobs` subprocesses) reaches the bucket as a user's processes would reach theirs."""
+    from tests.s3 import start_server
+
+    server = start_server()
+    os.environ.update(server.env)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server) -> dict[str, str]:
+    """Start Ray once per test session (starting it costs ~10 s); yields its GCS and dashboard addresses. Started
+    after the S3 server, so that its workers have the variables that reach the bucket."""
     import ray
 
     from cnnjobs.localhost import local_cpus

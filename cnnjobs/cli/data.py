@@ -15,14 +15,16 @@ from cnnjobs.errors import JobError
 def cmd_data_prepare(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
-    from cnnjobs.checks import located
+    from cnnjobs.checks import check_storage, located
     from cnnjobs.data.shards import prepare
     from cnnjobs.spec import load_job
 
     job = load_job(args.job, args.set)
+    with located(job):
+        check_storage(job, output=False)
     with located(job), Progress(console=console, transient=True) as bar:
         task = bar.add_task("writing shards", total=None)
-        manifest, cached = prepare(job.data, start_ray=True,
+        manifest, cached = prepare(job.data, start_ray=True, force=args.force,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
     rows = {split: manifest.num_rows(split) for split in manifest.files}
     console.print(f"{'cache hit, nothing to do' if cached else 'wrote'}: {manifest.location} "
@@ -34,13 +36,14 @@ def cmd_data_prepare(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_data_inspect(args: argparse.Namespace, console: Console) -> int:
-    from cnnjobs.checks import located
+    from cnnjobs.checks import check_storage, located
     from cnnjobs.data import inspect
     from cnnjobs.data.shards import prepare
     from cnnjobs.spec import load_job
 
     job = load_job(args.job, args.set)
     with located(job):
+        check_storage(job, output=False)
         manifest, _ = prepare(job.data, start_ray=True)
     for task in manifest.tasks:
         console.print(inspect.counts_table(manifest, task))
@@ -76,6 +79,9 @@ def _add_data(commands: Any) -> None:
         action.add_argument("--json", action="store_true")
         if name == "inspect":
             action.add_argument("--out", help="PNG of sample images (default: <job name>-samples.png)")
+        else:
+            action.add_argument("--force", action="store_true", help="write the shards again even when they are "
+                                "cached (e.g. after images were edited in place)")
         action.set_defaults(handler=handler)
     synth = actions.add_parser("synth", help="write a small synthetic stand-in in a seed dataset's real layout")
     synth.add_argument("kind", choices=["fashion", "catsdogs", "dogsvscats", "mnist", "folder"])

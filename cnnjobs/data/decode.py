@@ -21,6 +21,10 @@ class BadImage(Exception):
     """An image that cannot be used; the message says why in a few words."""
 
 
+class MissingImage(BadImage):
+    """The image file is not there (anymore, or not on this machine)."""
+
+
 def load_pixels(load, shape: tuple[int, int, int]) -> np.ndarray:
     """Call `load()` (which returns a PIL image), convert and resize to `shape` (H, W, C); raise `BadImage`."""
     try:
@@ -35,7 +39,7 @@ def load_pixels(load, shape: tuple[int, int, int]) -> np.ndarray:
     except BadImage:
         raise
     except FileNotFoundError:
-        raise BadImage("file not found") from None
+        raise MissingImage("file not found") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         claimed = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
         raise BadImage(_bomb(int(claimed[1])) if claimed else f"decompression bomb: {exc}") from None

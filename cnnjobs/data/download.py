@@ -3,6 +3,11 @@
 Layout under `<data.cache_dir>/downloads/<key>/`, where the key is the checksum (or a hash of the URL without one):
     <file name>     the downloaded file, moved into place only once complete and verified
     extracted/      its contents (an archive's members; a plain file is linked here), complete once `.done` exists
+
+The sources read the extracted files from a local disk. With a `data.cache_dir` on object storage (s3://, gs://)
+the downloaded file is kept in the bucket (`<cache_dir>/downloads/<key>/<file name>`, so that another machine
+fetches it from there instead of from the internet) and extracted into `~/.cache/cnnjobs/downloads/<key>/`
+(`$XDG_CACHE_HOME` when set) on the machine that lists the data.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
+from cnnjobs import storage
 from cnnjobs.errors import JobError
 from cnnjobs.spec import Download
 
 log = logging.getLogger("cnnjobs")
 _CHUNK = 1 << 20
+LOCAL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "cnnjobs"
 
 
 class DownloadFailed(JobError):
@@ -30,19 +39,26 @@ class DownloadFailed(JobError):
 
 
 def fetch(download: Download, cache_dir: str) -> Path:
-    """The folder holding the extracted download, fetching and extracting it on first use."""
+    """The local folder holding the extracted download, fetching and extracting it on first use."""
     key = (download.sha256 or hashlib.sha256(download.url.encode()).hexdigest())[:20].lower()
-    folder = Path(os.path.expanduser(cache_dir)) / "downloads" / key
+    remote = storage.is_uri(cache_dir)
+    folder = (LOCAL_CACHE if remote else Path(os.path.expanduser(cache_dir))) / "downloads" / key
     extracted = folder / "extracted"
     if (extracted / ".done").exists():
         return extracted
     name = Path(urllib.parse.urlparse(download.url).path).name or "download"
     archive = folder / name
+    kept = storage.join(cache_dir, "downloads", key, name)  # the bucket's copy, with a remote cache
     created = [path for path in (folder.parent.parent, folder.parent, folder) if not path.exists()]
     try:
         if not archive.exists():
             folder.mkdir(parents=True, exist_ok=True)
-            _download(download, archive)
+            if remote and storage.is_file(kept):
+                _from_bucket(kept, archive, download)
+            else:
+                _download(download, archive)
+                if remote:
+                    _to_bucket(archive, kept)
         if extracted.exists():  # an extraction that was interrupted
             shutil.rmtree(extracted)
         extracted.mkdir()
@@ -52,6 +68,31 @@ def fetch(download: Download, cache_dir: str) -> Path:
         raise
     (extracted / ".done").touch()
     return extracted
+
+
+def _to_bucket(archive: Path, kept: str) -> None:
+    """Keep the verified download in the cache's bucket (streamed: an archive can be larger than memory)."""
+    fs, path = storage.resolve(kept)
+    storage.retried("write", kept, lambda: pafs.copy_files(str(archive), path,
+                                                           source_filesystem=pafs.LocalFileSystem(),
+                                                           destination_filesystem=fs))
+
+
+def _from_bucket(kept: str, target: Path, download: Download) -> None:
+    """The download another machine kept in the cache's bucket, checked against `sha256` as a fresh download is."""
+    fs, path = storage.resolve(kept)
+    partial = target.with_name(target.name + ".part")
+    storage.retried("read", kept, lambda: pafs.copy_files(path, str(partial), source_filesystem=fs,
+                                                          destination_filesystem=pafs.LocalFileSystem()))
+    digest = hashlib.sha256()
+    with open(partial, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    if download.sha256 is not None and digest.hexdigest() != download.sha256.lower():
+        partial.unlink()
+        raise JobError(f"data.source.download.sha256: {kept} has SHA-256 {digest.hexdigest()}, expected "
+                       f"{download.sha256.lower()}; delete it so that it is downloaded again from {download.url}")
+    partial.rename(target)
 
 
 def _download(download: Download, target: Path) -> None:

@@ -27,7 +27,7 @@ from cnnjobs import storage
 from cnnjobs.data.shards import Manifest
 
 BLOCK_BYTES = 16 * 2**20  # decoded pixels per Ray Data block and per decode batch
-STREAM_STORE_BYTES = 16 * BLOCK_BYTES  # object store memory one streaming pass may hold
+STREAM_STORE_BYTES = 16 * BLOCK_BYTES  # object store memory a streaming pass may hold per consumer
 DRIVER_BYTES = 256 * 2**20  # small splits up to this size are decoded on the driver, without Ray Data tasks
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -73,9 +73,14 @@ def split_dataset(manifest: Manifest, split: str) -> ray.data.Dataset:
         context.target_max_block_size, options.resource_limits, options.preserve_order = defaults
 
 
-def stream_limits() -> ray.data.ExecutionResources:
-    """Ray Data's resource limits for streaming a split: object store use capped at `STREAM_STORE_BYTES`."""
-    return ray.data.ExecutionResources.for_limits(object_store_memory=STREAM_STORE_BYTES)
+def stream_limits(consumers: int = 1) -> ray.data.ExecutionResources:
+    """Ray Data's resource limits for streaming a split to `consumers` (training workers, or the driver): object
+    store use capped at `STREAM_STORE_BYTES` per consumer, and at half the cluster's object store. Ray Data's
+    limits hold for the whole cluster, so one constant would leave 64 workers ~16 blocks in flight between them."""
+    budget = STREAM_STORE_BYTES * max(1, consumers)
+    if ray.is_initialized():
+        budget = min(budget, max(STREAM_STORE_BYTES, int(ray.cluster_resources().get("object_store_memory", 0) / 2)))
+    return ray.data.ExecutionResources.for_limits(object_store_memory=budget)
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,20 @@ Layout of one cached dataset, `<cache_dir>/shards/<key>/`:
     train-00000.parquet ...   columns `image` (H*W*C uint8 bytes, row-major HWC), `label_<task>` (int64), `ref`
     val-00000.parquet ...
     test-00000.parquet ...
-    dataset.json              the manifest, written last: its presence marks a complete cache entry
+    dataset.json              the manifest, written last: its presence marks a complete cache entry; it records
+                              each file's size, so a damaged entry (a file deleted or cut short) is found by one
+                              listing of the folder before anything starts
 
 Raw pixels (zstd-compressed by Parquet) make decoding per epoch a reshape instead of a JPEG/PNG decode.
 Image shape, class names and counts are also in each file's Parquet metadata (key `cnnjobs`), so a shard file
 describes itself without the manifest.
+
+The cache key covers the source's files (a fingerprint of every file's size and time), which takes a `stat` of
+every file: minutes for a million files on a network filesystem. So a cheaper fingerprint comes first (the
+source's folders and tables, not its files; see `sources.quick_fingerprint`), kept in
+`<cache_dir>/shards-index/<quick key>.json` next to the full key it led to: while the folders are unchanged, a job
+finds its shards without listing the source. Files added, removed or renamed change their folder and are noticed;
+a file rewritten in place under the same name is not (`cnnjobs data prepare JOB --force` writes the shards again).
 """
 
 from __future__ import annotations
@@ -18,27 +27,27 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
-import posixpath
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 import ray
 
 from cnnjobs import storage
-from cnnjobs.data.decode import BadImage, load_pixels
-from cnnjobs.data.sources import SPLITS, Example, SourceData, assign_splits, hint_of, read_source
+from cnnjobs.data import chunks
+from cnnjobs.data.chunks import Chunk, PixelStats
+from cnnjobs.data.sources import SPLITS, Example, SourceData, assign_splits, hint_of, quick_fingerprint, read_source
 from cnnjobs.errors import JobError
 from cnnjobs.spec import DataSpec, ParquetSource
 
+log = logging.getLogger("cnnjobs")
+
 FORMAT_VERSION = 1
 MANIFEST = "dataset.json"
-_ROW_GROUP = 512
-_FILE_BYTES = 64 * 2**20  # target size of one shard file before compression
+INDEX = "shards-index"  # <cache_dir>/shards-index/<quick key>.json -> the full key (see the module's docstring)
 RAY_MIN_IMAGES = 5000  # below this, starting a Ray instance (~10 s) costs more than writing serially
 
 
@@ -56,6 +65,7 @@ class Manifest:
     std: list[float]
     skipped: list[list[str]] = field(default_factory=list)  # [ref, reason] of every example left out
     format: int = FORMAT_VERSION  # of the shard layout; manifests without it are format 1
+    sizes: dict[str, int] = field(default_factory=dict)  # file name -> bytes (empty in manifests before sizes)
 
     def num_rows(self, split: str) -> int:
         """Images in `split`."""
@@ -65,6 +75,22 @@ class Manifest:
     def paths(self, split: str) -> list[str]:
         """Full paths (or URIs) of the shard files of `split`."""
         return [storage.join(self.location, name) for name in self.files[split]]
+
+    def damage(self) -> str | None:
+        """What is wrong with the files of this cache entry, from one listing of its folder: the first file that is
+        missing or whose size is not the one written (None when all are there; not checked for manifests written
+        before cnnjobs recorded sizes)."""
+        if not self.sizes:
+            return None
+        found = {entry.base_name: entry.size for entry in storage.list_dir(self.location)
+                 if entry.type == pafs.FileType.File}
+        for name in (name for names in self.files.values() for name in names):
+            if name not in found:
+                return f"{storage.join(self.location, name)} is missing"
+            if name in self.sizes and found[name] != self.sizes[name]:
+                return (f"{storage.join(self.location, name)} has {found[name]:,} bytes, not the {self.sizes[name]:,} "
+                        "written (cut short or changed)")
+        return None
 
     @classmethod
     def load(cls, location: str) -> "Manifest":
@@ -100,24 +126,25 @@ def cache_key(spec: DataSpec, fingerprint: str) -> str:
 
 @dataclass
 class ShardPlan:
-    """A dataset listed but not written yet: its tasks and classes are known, the pixels not read.
-
-    Listing first lets the job be checked against the data's tasks before a shard is written or Ray started.
+    """A dataset looked up, and listed when it has to be written: its tasks and classes are known, the pixels not
+    read. Listing first lets the job be checked against the data's tasks before a shard is written or Ray started.
     """
 
     spec: DataSpec
     location: str
     tasks: dict[str, list[str]]
     cached: Manifest | None  # the manifest when the shards exist already (or the source is shards)
-    source: SourceData | None = None
+    source: SourceData | None = None  # the listing (None for a cache hit found by the quick fingerprint)
+    quick: str | None = None  # the quick key that should lead to this entry from now on
 
     def write(self, *, start_ray: bool = False, progress: Callable[[int, int], None] | None = None) -> Manifest:
         """The manifest, after writing the shards unless they are cached.
 
         Chunks of examples are written by Ray tasks when the dataset is large (`RAY_MIN_IMAGES`) and Ray is
-        running (or `start_ray` allows starting a local instance for the purpose), else one after the other in
-        this process. Each chunk streams its images into one file, so memory does not grow with the dataset.
-        `progress(done, total)` is called as images are written.
+        running (or `start_ray` allows starting a local instance for the purpose), on the nodes that see the
+        source's files, else one after the other in this process. Each chunk streams its images into one file, so
+        memory does not grow with the dataset. `progress(done, total)` is called as images are written. Whatever
+        stops the write (a bad image with `on_error: fail`, a listed file not found, any error) leaves no shard.
         """
         if self.cached is not None:
             return self.cached
@@ -128,52 +155,104 @@ class ShardPlan:
                 raise JobError(f"data.source: the {split} split has no images")
         shape = (*spec.image_size, spec.channels)
         total = sum(len(group) for group in splits.values())
-        run_chunks = _on_ray if total >= RAY_MIN_IMAGES and (ray.is_initialized() or start_ray) else _serial
-        chunks = list(_chunks(splits, shape, total))
+        jobs = [(self.location, split, number, group, shape, source.tasks, spec.on_error)
+                for split, number, group in _chunks(splits, shape, total)]
         try:
-            written = run_chunks([(self.location, split, number, group, shape, source.tasks, spec.on_error)
-                                  for split, number, group in chunks], progress or (lambda done, of: None), total)
+            written = _write(jobs, progress or (lambda done, of: None), total, start_ray)
+            missing = next((chunk.missing for chunk in written if chunk.missing), None)
+            if missing:
+                raise JobError(f"data.source.path: {missing}; the source changed while its shards were written, or "
+                               "a node that writes shards cannot see it (nothing was cached)")
             failed = next((chunk.error for chunk in written if chunk.error), None)
             if failed:
                 raise JobError(f"{failed} (data.on_error: fail)")
             self.cached = _finish(self.location, shape, source, written)
-        except JobError:
-            _remove(self.location)  # a refused dataset leaves no partial shards behind
+        except BaseException:
+            _remove(self.location)  # no shards of a partial read, whatever stopped it
             raise
+        if self.quick:
+            storage.write_text(_index(spec, self.quick), json.dumps({"location": self.location}))
         return self.cached
 
 
-def plan_shards(spec: DataSpec) -> ShardPlan:
-    """List the source of `spec` (a missing path or a bad table is an error here) and look up its cached shards."""
+def plan_shards(spec: DataSpec, force: bool = False) -> ShardPlan:
+    """Look up the cached shards of `spec` (by the quick fingerprint first), listing the source only when they
+    must be written (a missing path or a bad table is an error here). A damaged cache entry is written again from
+    the source (a `parquet` source has none: refused); `force` writes it again in any case."""
     if isinstance(spec.source, ParquetSource):
         manifest = _existing(spec)
         return ShardPlan(spec, manifest.location, manifest.tasks, manifest)
+    quick = quick_fingerprint(spec)
+    if quick and not force:
+        hit = _indexed(spec, quick)
+        if hit is not None:
+            _refuse_left_out(spec, hit.skipped)
+            return ShardPlan(spec, hit.location, hit.tasks, hit)
     source = read_source(spec)
     location = storage.join(spec.cache_dir, "shards", cache_key(spec, source.fingerprint))
-    cached = Manifest.load(location) if storage.exists(storage.join(location, MANIFEST)) else None
-    # With on_error: fail, what the listing left out (or the cached shards did) stops the job now, before Ray.
-    left_out = source.skipped or (cached.skipped if cached else [])
+    cached = _usable(location, force)
+    _refuse_left_out(spec, source.skipped or (cached.skipped if cached else []))
+    if cached is not None and quick:
+        storage.write_text(_index(spec, quick), json.dumps({"location": location}))
+    return ShardPlan(spec, location, source.tasks, cached, source, quick)
+
+
+def _refuse_left_out(spec: DataSpec, left_out: list) -> None:
+    """With on_error: fail, what the listing left out (or the cached shards did) stops the job now, before Ray."""
     if left_out and spec.on_error == "fail":
         raise JobError(f"{left_out[0][0]}: {left_out[0][1]} (data.on_error: fail)")
-    return ShardPlan(spec, location, source.tasks, cached, source)
+
+
+def _index(spec: DataSpec, quick: str) -> str:
+    return storage.join(spec.cache_dir, INDEX, f"{cache_key(spec, quick)}.json")
+
+
+def _indexed(spec: DataSpec, quick: str) -> Manifest | None:
+    """The cache entry the quick fingerprint led to before, if it is still complete and sound."""
+    try:
+        location = json.loads(storage.read_text(_index(spec, quick)))["location"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    return _usable(location, force=False)
+
+
+def _usable(location: str, force: bool) -> Manifest | None:
+    """The manifest of the cache entry at `location`, or None when there is none or it has to be written again:
+    `force`, a folder without its manifest (a write cut short), or a damaged file (said in one line)."""
+    if not storage.exists(storage.join(location, MANIFEST)):
+        if storage.is_dir(location):
+            log.warning("the shard cache %s is incomplete (no %s): writing it again from the source", location,
+                        MANIFEST)
+            _remove(location)
+        return None
+    try:
+        manifest = Manifest.load(location)
+    except JobError as exc:
+        log.warning("the shard cache %s is damaged (%s): writing it again from the source", location, exc)
+        _remove(location)
+        return None
+    damage = None if force else manifest.damage()
+    if force or damage:
+        if damage:
+            log.warning("the shard cache %s is damaged (%s): writing it again from the source", location, damage)
+        _remove(location)
+        return None
+    return manifest
 
 
 def _remove(location: str) -> None:
     """Delete a shard folder that was being written, and the cache's `shards` folder if that left it empty."""
-    fs, root = storage.resolve(location)
-    try:
-        fs.delete_dir(root)
-    except FileNotFoundError:
-        return
+    storage.delete_dir(location)
     if not storage.is_uri(location):
         with contextlib.suppress(OSError):  # not empty: another dataset's shards
-            os.rmdir(os.path.dirname(root))
+            os.rmdir(os.path.dirname(storage.local_path(location)))
 
 
-def prepare(spec: DataSpec, *, start_ray: bool = False,
+def prepare(spec: DataSpec, *, start_ray: bool = False, force: bool = False,
             progress: Callable[[int, int], None] | None = None) -> tuple[Manifest, bool]:
-    """Write the shards of `spec` unless they are cached; returns the manifest and whether it was a cache hit."""
-    plan = plan_shards(spec)
+    """Write the shards of `spec` unless they are cached (`force`: write them again); returns the manifest and
+    whether it was a cache hit."""
+    plan = plan_shards(spec, force=force)
     cached = plan.cached is not None
     return plan.write(start_ray=start_ray, progress=progress), cached
 
@@ -182,7 +261,7 @@ def _finish(location: str, shape: tuple[int, int, int], source: SourceData, writ
     """Merge what the chunks report into the manifest and write it (last: it marks the cache entry complete)."""
     files: dict[str, list[str]] = {split: [] for split in SPLITS}
     counts = {split: {task: [0] * len(names) for task, names in source.tasks.items()} for split in SPLITS}
-    stats = _PixelStats(shape[2])
+    stats = PixelStats(shape[2])
     skipped = [list(item) for item in source.skipped]
     for chunk in written:
         if chunk.name:
@@ -192,8 +271,10 @@ def _finish(location: str, shape: tuple[int, int, int], source: SourceData, writ
         if chunk.split == "train":
             stats.merge(chunk.stats)
         skipped += [list(item) for item in chunk.skipped]
-    manifest = Manifest(location, posixpath.basename(location), shape, source.tasks, counts, files,
-                        *stats.mean_std(), skipped)
+    sizes = {entry.base_name: entry.size for entry in storage.list_dir(location) if entry.type == pafs.FileType.File}
+    manifest = Manifest(location, storage.name(location), shape, source.tasks, counts, files,
+                        *stats.mean_std(), skipped, sizes={name: sizes[name] for names in files.values()
+                                                           for name in names})
     for split in ("train", "val"):
         if not manifest.num_rows(split):
             raise JobError(f"data.source: the {split} split has no usable images "
@@ -203,12 +284,17 @@ def _finish(location: str, shape: tuple[int, int, int], source: SourceData, writ
 
 
 def _existing(spec: DataSpec) -> Manifest:
-    """Shards named by a `parquet` source; they must hold images of the job's size and channels."""
+    """Shards named by a `parquet` source; they must be complete and hold images of the job's size and channels."""
     location = spec.source.path
     if not storage.exists(storage.join(location, MANIFEST)):
         raise JobError(f"data.source.path: {location} holds no cnnjobs shards (no {MANIFEST})"
                        f"{hint_of(spec.source)}")
     manifest = Manifest.load(location)
+    damage = manifest.damage()
+    if damage:
+        raise JobError(f"data.source.path: {damage}; these shards are damaged and a parquet source cannot be "
+                       "written again here: restore the file, or write the shards again from the original images "
+                       "(cnnjobs data prepare THEIR_JOB.yaml --force)")
     h, w, c = manifest.image_shape
     if (h, w, c) != (*spec.image_size, spec.channels):
         raise JobError(f"data.image_size: the shards at {location} hold {h}x{w} images with {c} channel(s); "
@@ -218,145 +304,31 @@ def _existing(spec: DataSpec) -> Manifest:
 
 def _chunks(splits: dict[str, list[Example]], shape: tuple[int, int, int], total: int):
     """(split, number, examples): at most one file's worth each, and enough chunks to keep every CPU busy."""
-    rows_per_file = max(_ROW_GROUP, _FILE_BYTES // int(np.prod(shape)) // _ROW_GROUP * _ROW_GROUP)
     cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else os.cpu_count() or 1
-    size = min(rows_per_file, max(256, -(-total // (4 * cpus))))
+    size = chunks.sizes(total, shape, cpus)
     for split in SPLITS:
         group = splits[split]
         for number, start in enumerate(range(0, len(group), size)):
             yield split, number, group[start:start + size]
 
 
-def _serial(jobs: list[tuple], progress: Callable[[int, int], None], total: int) -> list[Chunk]:
-    done, out = 0, []
-    for job in jobs:
-        out.append(write_chunk(*job))
-        done += len(job[3])
-        progress(done, total)
-        if out[-1].error:
-            break
-    return out
-
-
-def _on_ray(jobs: list[tuple], progress: Callable[[int, int], None], total: int) -> list[Chunk]:
-    """Run `write_chunk` as Ray tasks, a bounded number in flight (so pending chunks do not pile up in memory)."""
+def _write(jobs: list[tuple], progress: Callable[[int, int], None], total: int, start_ray: bool) -> list[Chunk]:
+    """Write the chunks: as Ray tasks on the nodes that see the source when the dataset is large and Ray is running
+    (or may be started here), else in this process."""
+    if total < RAY_MIN_IMAGES or not (ray.is_initialized() or start_ray):
+        return chunks.write_serially(jobs, progress, total)
     if not ray.is_initialized():
         from cnnjobs.session import ray_session
 
         # RAY_ADDRESS (e.g. inside a Ray Job on a cluster) is used when set, else a local instance.
         with ray_session() as session:
             session.attach(os.path.join(tempfile.gettempdir(), "cnnjobs-logs", "prepare"))
-            return _on_ray(jobs, progress, total)
-    task = ray.remote(num_cpus=1, max_retries=1)(write_chunk)
-    limit = 2 * max(int(ray.cluster_resources().get("CPU", 1)), 1)
-    results: dict[int, Chunk] = {}
-    pending: dict[ray.ObjectRef, int] = {}
-    queue = list(enumerate(jobs))
-    done = 0
-    while queue or pending:
-        while queue and len(pending) < limit:
-            index, job = queue.pop(0)
-            pending[task.remote(*job)] = index
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            index = pending.pop(ref)
-            results[index] = ray.get(ref)
-            done += len(jobs[index][3])
-            progress(done, total)
-            if results[index].error:  # data.on_error: fail - stop at the first bad image
-                for other in pending:
-                    ray.cancel(other)
-                return [results[index]]
-    return [results[i] for i in range(len(jobs))]
-
-
-@dataclass
-class Chunk:
-    """What one chunk writer reports: its file (None when every image was skipped), counts, pixel sums, skips."""
-
-    split: str
-    name: str | None
-    counts: dict[str, list[int]]
-    stats: tuple[int, list[float], list[float]]
-    skipped: list[tuple[str, str]]
-    error: str | None = None
-
-
-def write_chunk(location: str, split: str, number: int, examples: list[Example], shape: tuple[int, int, int],
-                tasks: dict[str, list[str]], on_error: str) -> Chunk:
-    """Decode, convert and resize `examples` and stream them into `<location>/<split>-<number>.parquet`."""
-    fs, root = storage.resolve(location)
-    name = f"{split}-{number:05d}.parquet"
-    schema = pa.schema([("image", pa.binary()), *[(f"label_{t}", pa.int64()) for t in tasks], ("ref", pa.string())])
-    counts = {task: [0] * len(names) for task, names in tasks.items()}
-    stats = _PixelStats(shape[2])
-    skipped: list[tuple[str, str]] = []
-    writer: pq.ParquetWriter | None = None
-    buffer: list[tuple[Example, bytes]] = []
-
-    def flush() -> None:
-        columns = {"image": [raw for _, raw in buffer],
-                   **{f"label_{t}": [ex.labels[t] for ex, _ in buffer] for t in tasks},
-                   "ref": [ex.ref for ex, _ in buffer]}
-        writer.write_table(pa.table(columns, schema=schema), row_group_size=_ROW_GROUP)
-        buffer.clear()
-
-    for example in examples:
-        try:
-            pixels = load_pixels(example.load, shape)
-        except BadImage as exc:
-            if on_error == "fail":
-                if writer is not None:
-                    writer.close()
-                return Chunk(split, None, counts, stats.state(), skipped, f"{example.ref}: {exc}")
-            skipped.append((example.ref, str(exc)))
-            continue
-        if writer is None:  # the folder too is created only for an image that is kept
-            fs.create_dir(root, recursive=True)
-            writer = pq.ParquetWriter(posixpath.join(root, name), schema, filesystem=fs, compression="zstd")
-        stats.add(pixels)
-        for task, label in example.labels.items():
-            counts[task][label] += 1
-        buffer.append((example, pixels.tobytes()))
-        if len(buffer) == _ROW_GROUP:
-            flush()
-    if writer is None:
-        return Chunk(split, None, counts, stats.state(), skipped)
-    if buffer:
-        flush()
-    # The file describes itself: image shape, class names and its own counts (known only now, after skips).
-    writer.add_key_value_metadata({"cnnjobs": json.dumps({"image_shape": list(shape), "tasks": tasks,
-                                                          "counts": counts})})
-    writer.close()
-    return Chunk(split, name, counts, stats.state(), skipped)
-
-
-class _PixelStats:
-    """Running per-channel sums of pixel values (0-1 scale), mergeable across chunks."""
-
-    def __init__(self, channels: int) -> None:
-        self.n = 0
-        self.total = np.zeros(channels)
-        self.squares = np.zeros(channels)
-
-    def add(self, pixels: np.ndarray) -> None:
-        values = pixels.reshape(-1, pixels.shape[-1]).astype(np.int64)  # exact integer sums, then scaled
-        self.n += len(values)
-        self.total += values.sum(0) / 255
-        self.squares += (values * values).sum(0) / 255**2
-
-    def state(self) -> tuple[int, list[float], list[float]]:
-        return self.n, self.total.tolist(), self.squares.tolist()
-
-    def merge(self, state: tuple[int, list[float], list[float]]) -> None:
-        self.n += state[0]
-        self.total += state[1]
-        self.squares += state[2]
-
-    def mean_std(self) -> tuple[list[float], list[float]]:
-        mean = self.total / max(self.n, 1)
-        std = np.sqrt(np.maximum(self.squares / max(self.n, 1) - mean**2, 1e-12))
-        return mean.tolist(), std.tolist()
+            return _write(jobs, progress, total, start_ray)
+    nodes = chunks.nodes_that_see([example for job in jobs for example in job[3]])
+    if not nodes:  # e.g. files on the driver's disk, and the driver's node runs no tasks (a cluster's head)
+        log.warning("no node with CPUs sees the source's files: writing the shards in this process")
+        return chunks.write_serially(jobs, progress, total)
+    return chunks.write_on_ray(jobs, progress, total, nodes)
 
 
 def _manifest_json(manifest: Manifest) -> str:

@@ -29,6 +29,7 @@ from PIL import Image
 from cnnjobs.data.decode import BadImage, load_pixels
 from cnnjobs.errors import JobError
 from cnnjobs.results.trained import TrainedModel, load_trained
+from cnnjobs.run.folder import local_logs, upload_logs
 from cnnjobs.spec import CsvSource
 
 RAY_THRESHOLD = 1000  # images: fewer are predicted here (starting Ray costs 5-10 s, ~3,000 LeNet predictions)
@@ -205,8 +206,9 @@ def _on_ray(trained: TrainedModel, files: list[str], address: str | None) -> tup
 
     from cnnjobs.session import ray_session
 
+    logs = os.path.join(local_logs(trained.run.path), "predict")  # a remote run's: uploaded when done
     with ray_session(address) as session:
-        session.attach(os.path.join(trained.run.path, "logs", "predict"))
+        session.attach(logs)
         gpus = ray.cluster_resources().get("GPU", 0)
         actors = max(1, int(gpus) if gpus else min(4, int(ray.cluster_resources().get("CPU", 1)) - 1))
         dataset = ray.data.read_binary_files(files, include_paths=True, override_num_blocks=max(1, len(files) // 256))
@@ -215,6 +217,7 @@ def _on_ray(trained: TrainedModel, files: list[str], address: str | None) -> tup
                                         batch_size=BATCH, compute=ray.data.ActorPoolStrategy(size=actors),
                                         num_gpus=1 if gpus else 0, max_restarts=0)
         found = {row["path"]: row for row in predicted.iter_rows()}
+    upload_logs(trained.run.path, logs)
     out, skipped = [], []
     for path in files:  # back in the order the files were given
         row = found.get(os.path.abspath(path)) or found.get(path)

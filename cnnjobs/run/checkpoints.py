@@ -1,4 +1,4 @@
-"""Checkpoints: what one holds, writing it, and finding the newest one that loads.
+"""Checkpoints: what one holds, writing it into the run folder, and finding the newest one that loads.
 
 A checkpoint folder `checkpoint_epoch-NNNN/` holds the epoch's weights (`model.pt`), the rest of the training
 state (`state.pt`: optimizer, schedule, scaler, early-stopping counter, best epoch so far, the job it trained
@@ -6,18 +6,21 @@ with), the best weights so far when they are not this epoch's (`best_model.pt`),
 monitored score, for keeping the best ones). Everything is loaded with `torch.load(weights_only=True)`: a
 checkpoint can hold tensors and plain values, never code.
 
-With Ray Train worker processes, Ray copies the folder into the run folder (`ray.train.report`). When the loop
-runs in the driver process (Ray Train's local mode), Ray keeps nothing, so `persist` writes it there the same way
-and keeps the best `train.keep_checkpoints` by the monitor plus the latest, as Ray's CheckpointConfig does.
+`persist` is the one writer of a checkpoint into the run folder, for both ways a loop runs: in Ray Train's local
+mode the loop calls it, and Ray Train worker processes hand it to `ray.train.report` as the upload
+(`upload_fn`). Each file is written whole (`storage.write_bytes`) and `meta.json` last: it marks the checkpoint
+complete, on every storage, without renaming a folder (S3 and GCS have none to rename). A folder without it (a
+driver killed during the upload, a disk that filled up) is passed over. The best `train.keep_checkpoints` by the
+monitor plus the latest are kept: by `persist` in local mode, by Ray's CheckpointConfig with worker processes.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import posixpath
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow.fs as pafs
 import torch
@@ -58,34 +61,39 @@ def write(folder: str, weights: dict[str, torch.Tensor], state: dict[str, Any],
 
 def read(location: str) -> Loaded:
     """Read the checkpoint folder at `location` (local or URI); CheckpointError if any part is unreadable."""
-    fs, root = storage.resolve(location)
+    name = storage.name(location)
 
-    def load(name: str, required: bool = True) -> Any:
-        path = posixpath.join(root, name)
-        if fs.get_file_info(path).type != pafs.FileType.File:
+    def load(file: str, required: bool = True) -> Any:
+        try:
+            raw = storage.read_bytes(storage.join(location, file))
+        except FileNotFoundError:
             if required:
-                raise CheckpointError(f"{posixpath.basename(root)}: {name} is missing")
+                raise CheckpointError(f"{name}: {file} is missing") from None
             return None
         try:
-            with fs.open_input_file(path) as stream:
-                return torch.load(stream, map_location="cpu", weights_only=True)
+            return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, ...: all mean "unreadable"
-            raise CheckpointError(f"{posixpath.basename(root)}: {name} is unreadable "
+            raise CheckpointError(f"{name}: {file} is unreadable "
                                   f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
 
     state = load(layout.CHECKPOINT_STATE)
-    return Loaded(posixpath.basename(root.rstrip("/")), load(layout.CHECKPOINT_MODEL), state,
+    return Loaded(name, load(layout.CHECKPOINT_MODEL), state,
                   load(layout.CHECKPOINT_BEST) if state.get("has_best") else None)
 
 
 def in_run(run_location: str) -> list[str]:
-    """The checkpoint folders of a run, newest epoch first."""
-    fs, root = storage.resolve(run_location)
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
-        return []
-    found = [(layout.checkpoint_epoch(info.base_name), info.base_name)
-             for info in fs.get_file_info(pafs.FileSelector(root))
-             if info.type == pafs.FileType.Directory and layout.checkpoint_epoch(info.base_name) is not None]
+    """The complete checkpoints of a run (those with their `meta.json`), newest epoch first."""
+    return [location for location in _folders(run_location) if storage.is_file(storage.join(location, META))]
+
+
+def incomplete(run_location: str) -> list[str]:
+    """Checkpoint folders of a run whose writing did not finish (no `meta.json`): a write cut short."""
+    return [location for location in _folders(run_location) if not storage.is_file(storage.join(location, META))]
+
+
+def _folders(run_location: str) -> list[str]:
+    found = [(layout.checkpoint_epoch(entry.base_name), entry.base_name) for entry in storage.list_dir(run_location)
+             if entry.type == pafs.FileType.Directory and layout.checkpoint_epoch(entry.base_name) is not None]
     return [storage.join(run_location, name) for _, name in sorted(found, reverse=True)]
 
 
@@ -100,27 +108,66 @@ def newest_loadable(candidates: list[str]) -> tuple[Loaded | None, list[str]]:
     return None, passed
 
 
-def persist(folder: str, run_location: str, epoch: int, keep: int, mode: str) -> str:
-    """Copy the local checkpoint `folder` into the run folder as `checkpoint_epoch-NNNN` (written under a temporary
-    name, then renamed: a full disk leaves the earlier ones intact), then keep the best `keep` by score and the
-    newest. Returns the checkpoint's location."""
+def resumable(run_location: str, recorded: list[dict[str, Any]]) -> tuple[Loaded | None, list[dict[str, Any]],
+                                                                           list[str]]:
+    """Where a run continues: its newest complete checkpoint that loads, the epoch rows up to it, and why each newer
+    checkpoint folder was passed over (cut short, unreadable).
+
+    A checkpoint carries the rows of every epoch up to its own (`state["rows"]`), so a run killed after saving a
+    checkpoint and before recording its epoch in metrics.csv loses nothing. A checkpoint written before cnnjobs
+    kept them takes its rows from metrics.csv (`recorded`), and is passed over when its epoch is not among them
+    (its epoch is trained again rather than missing from the metrics)."""
+    complete = set(in_run(run_location))
+    consecutive = 0
+    while consecutive < len(recorded) and int(recorded[consecutive]["epoch"]) == consecutive + 1:
+        consecutive += 1
+    passed: list[str] = []
+    for location in _folders(run_location):
+        if location not in complete:
+            passed.append(f"{storage.name(location)} (incomplete: its writing was cut short)")
+            continue
+        try:
+            loaded = read(location)
+        except CheckpointError as exc:
+            passed.append(str(exc))
+            continue
+        rows = loaded.state.get("rows")
+        if rows is None:
+            if loaded.state["epoch"] > consecutive:
+                passed.append(f"{loaded.name} (its epoch is not in {layout.METRICS}: trained again)")
+                continue
+            rows = [row for row in recorded if int(row["epoch"]) <= loaded.state["epoch"]]
+        return loaded, [dict(row) for row in rows], passed
+    return None, [], passed
+
+
+def persist(folder: str, run_location: str, epoch: int, keep: int | None = None, mode: str = "min") -> str:
+    """Write the local checkpoint `folder` into the run folder as `checkpoint_epoch-NNNN`, `meta.json` last (see
+    the module's docstring); with `keep`, then delete all but the newest and the best `keep` by score. Returns the
+    checkpoint's location. The same epoch written again (after a resume) loses its marker first, so a write cut
+    short there leaves it incomplete, never a mix of two versions passing for one."""
     target = storage.join(run_location, layout.checkpoint_dir(epoch))
-    fs, path = storage.resolve(target)
-    partial = path + ".partial"
-    if fs.get_file_info(partial).type != pafs.FileType.NotFound:
-        fs.delete_dir(partial)
-    try:
-        fs.create_dir(partial, recursive=True)
-        pafs.copy_files(folder, partial, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-        if fs.get_file_info(path).type != pafs.FileType.NotFound:
-            fs.delete_dir(path)  # the same epoch again, after a resume
-        fs.move(partial, path)
-    except BaseException:
-        if fs.get_file_info(partial).type != pafs.FileType.NotFound:
-            fs.delete_dir(partial)
-        raise
-    _prune(run_location, keep, mode)
+    storage.delete_file(storage.join(target, META))
+    storage.upload_folder(folder, target, last=META)
+    if keep is not None:
+        _prune(run_location, keep, mode)
     return target
+
+
+def upload_fn(run_location: str) -> Callable[[Any, str], Any]:
+    """`ray.train.report(checkpoint_upload_fn=...)` for a Ray Train worker: the checkpoint written by `persist`,
+    handed back to Ray as the folder in its own storage (so Ray's CheckpointConfig keeps and prunes it)."""
+
+    def upload(checkpoint: Any, dir_name: str) -> Any:
+        import ray.train
+
+        epoch = layout.checkpoint_epoch(dir_name)
+        persist(checkpoint.path, run_location, epoch)
+        context = ray.train.get_context().get_storage()
+        return ray.train.Checkpoint(context.build_checkpoint_path_from_name(dir_name),
+                                    filesystem=context.storage_filesystem)
+
+    return upload
 
 
 def _prune(run_location: str, keep: int, mode: str) -> None:
@@ -134,5 +181,5 @@ def _prune(run_location: str, keep: int, mode: str) -> None:
             score = None
         scored.append((rank_key(score, mode), location))
     for _, location in sorted(scored)[keep:]:
-        fs, path = storage.resolve(location)
-        fs.delete_dir(path)
+        storage.delete_file(storage.join(location, META))  # incomplete first: a delete cut short is passed over
+        storage.delete_dir(location)

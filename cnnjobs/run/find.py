@@ -7,8 +7,8 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from glob import glob
 
+import pyarrow.fs as pafs
 import yaml
 
 from cnnjobs import storage
@@ -28,11 +28,11 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return self.summary.run_id if self.summary else os.path.basename(self.path.rstrip("/"))
+        return self.summary.run_id if self.summary else storage.name(self.path)
 
     @property
     def job_name(self) -> str:
-        return self.summary.job if self.summary else os.path.basename(os.path.dirname(self.path.rstrip("/")))
+        return self.summary.job if self.summary else storage.name(storage.parent(self.path))
 
     def file(self, name: str) -> str:
         """Location of a file in the run folder."""
@@ -93,18 +93,24 @@ def load_run(path: str) -> Run:
 
 
 def list_runs(root: str = "runs", job: str | None = None, status: str | None = None) -> list[Run]:
-    """Every run under `root` (`<root>/<job>/<run id>/`), oldest first; optionally of one job or status.
+    """Every run under `root` (`<root>/<job>/<run id>/`, a local folder or a URI), oldest first; optionally of one
+    job or status.
 
     A folder whose summary is missing or unreadable (a run killed while starting) is listed with its problem.
     """
-    folders = sorted({os.path.dirname(path) for pattern in (layout.SUMMARY, layout.JOB)
-                      for path in glob(os.path.join(os.path.expanduser(root), "*", "*", pattern))},
-                     key=os.path.basename)
+    storage.check(root, "--dir")
+    root = root if storage.is_uri(root) else os.path.expanduser(root)
+    folders = [storage.join(root, job_folder.base_name, run_folder.base_name)
+               for job_folder in storage.list_dir(root) if job_folder.type == pafs.FileType.Directory
+               for run_folder in storage.list_dir(storage.join(root, job_folder.base_name))
+               if run_folder.type == pafs.FileType.Directory]
     runs = []
-    for folder in folders:
+    for folder in sorted(folders, key=storage.name):
         try:
             run = load_run(folder)
         except JobError as exc:
+            if "not a run folder" in str(exc):  # not a run: a folder of something else under root
+                continue
             run = Run(folder, None, str(exc))
         if job is not None and run.job_name != job:
             continue

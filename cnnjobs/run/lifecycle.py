@@ -11,6 +11,7 @@ from typing import Callable, Iterator, TypeVar
 from cnnjobs.errors import Interrupted, JobError, TrainingFailed
 from cnnjobs.run.folder import RunDir, utc_now
 from cnnjobs.run.summary import TrainSummary, TuneSummary
+from cnnjobs.storage import StorageError
 
 S = TypeVar("S", TrainSummary, TuneSummary)
 log = logging.getLogger("cnnjobs")
@@ -26,6 +27,9 @@ def run_lifecycle(run: RunDir, summary: S, *, resume: str,
       - no exception: `succeeded`, unless the caller set another status (a search that Tune cut short);
       - Ctrl-C: `interrupted`, with `resume` (the command that continues the run) in the summary; raised as
         `Interrupted` (a KeyboardInterrupt) carrying that command;
+      - the run folder's storage stopped answering (retries spent; `storage.StorageError`, also when raised in a
+        worker): nothing more is written there; raised as `TrainingFailed` with the command that resumes the run
+        (the summary still says `running`, which `--resume` accepts once this driver is gone);
       - `JobError` (bad input found late, e.g. by the cluster): `failed` with its message; re-raised;
       - anything else: `failed`, the traceback in `logs/cnnjobs.log`; raised as `TrainingFailed`.
     `summary.duration_s` adds up over the sessions of a resumed run.
@@ -39,11 +43,16 @@ def run_lifecycle(run: RunDir, summary: S, *, resume: str,
         summary.status, summary.resume = "interrupted", resume
         _close(run, summary, earlier, finish)
         raise Interrupted(run.location, resume) from exc
-    except JobError as exc:
-        summary.status, summary.error = "failed", str(exc)
-        _close(run, summary, earlier, finish)
-        raise
     except BaseException as exc:
+        down = storage_failure(exc)
+        if down is not None:  # nothing more can be written there: the last good checkpoint and rows stay
+            run.log_traceback(traceback.format_exc())
+            raise TrainingFailed(f"{summary.kind} failed: {down}; the last good checkpoint is kept: continue with "
+                                 f"{resume} once the storage answers again", run.location) from exc
+        if isinstance(exc, JobError):
+            summary.status, summary.error = "failed", str(exc)
+            _close(run, summary, earlier, finish)
+            raise
         logged = run.log_traceback(traceback.format_exc())
         summary.status, summary.error = "failed", first_line(exc)
         _close(run, summary, earlier, finish)
@@ -66,10 +75,29 @@ def _close(run: RunDir, summary: S, earlier: float, finish: Callable[[S], None] 
             run.log_traceback(traceback.format_exc())
             log.exception("finishing the run folder failed")
     run.write_summary(summary)
-    run.upload_logs()
+    run.sync_logs(force=True)
 
 
 def first_line(exc: BaseException) -> str:
     """An exception's message in one line (its class name when it has none)."""
     text = str(exc).strip() or exc.__class__.__name__
     return text.splitlines()[0][:300]
+
+
+def storage_failure(exc: BaseException) -> StorageError | None:
+    """The `StorageError` behind `exc`, if any: raised here, or in the loop and handed over by Ray (as a cause,
+    or as one of a worker group's failures)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, StorageError):
+            return current
+        pending += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+        failures = getattr(current, "worker_failures", None)
+        if isinstance(failures, dict):
+            pending += [failure for failure in failures.values() if isinstance(failure, BaseException)]
+    return None

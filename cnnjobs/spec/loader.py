@@ -43,12 +43,18 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
-    """The YAML document in `path` and the line of every dotted key in it; JobError for anything unreadable."""
-    if path.is_dir():
+def read_yaml(path: Path | str) -> tuple[Any, dict[str, int]]:
+    """The YAML document in `path` (a local file, or a URI such as a run folder's job.yaml on s3://) and the line
+    of every dotted key in it; JobError for anything unreadable."""
+    if isinstance(path, Path) and path.is_dir():
         raise JobError(f"{path}: is a folder, not a job file")
     try:
-        text = path.read_text()
+        if isinstance(path, Path):
+            text = path.read_text()
+        else:  # imported only for URIs: validating a local job file stays free of pyarrow
+            from cnnjobs import storage
+
+            text = storage.read_text(path)
     except FileNotFoundError:
         raise JobError(f"{path}: no such file") from None
     except UnicodeDecodeError:
@@ -127,7 +133,7 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
 
     Raises `JobError` with `file:line: dotted.key: problem` for every problem a user can cause.
     """
-    path = Path(path)
+    path = path if isinstance(path, str) and "://" in path and not path.startswith("file://") else Path(path)
     raw, lines = read_yaml(path)
     if raw is None:
         raise JobError(f"{path}: the job file is empty (it needs name, data and model; see jobs/digits_lenet.yaml)")

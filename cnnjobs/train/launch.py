@@ -17,7 +17,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cnnjobs import storage
-from cnnjobs.checks import check_cluster, check_machine, check_tasks, check_weights, located
+from cnnjobs.checks import check_cluster, check_machine, check_storage, check_tasks, check_weights, located
 from cnnjobs.data.shards import RAY_MIN_IMAGES, Manifest, plan_shards
 from cnnjobs.errors import JobError
 from cnnjobs.session import RaySession, ray_session
@@ -40,6 +40,7 @@ def launch(job: JobSpec, address: str | None = None,
     """Check `job` against its data and hardware, join or start Ray, write the shards; Ray stops on exit
     when this started it."""
     with located(job):
+        check_storage(job)  # a missing bucket or refused credentials stop here, before anything is written
         notify("listing data")
         plan = plan_shards(job.data)  # a missing path or a bad table stops here, before Ray starts
         check_tasks(job, plan.tasks)

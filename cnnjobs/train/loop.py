@@ -16,7 +16,7 @@ import random
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -67,6 +67,7 @@ class LoopConfig:
     resume: bool = False  # continue from the newest checkpoint in the run folder (`submit --resume`)
     stop: threading.Event | None = None  # local mode: set by the driver on Ctrl-C
     probe_steps: int = 0  # `cnnjobs plan`: time this many steps and validation batches, report, stop
+    recorded: list[dict[str, Any]] = field(default_factory=list)  # metrics.csv's rows when resuming (see resumable)
 
 
 def seed_everything(seed: int) -> None:
@@ -111,7 +112,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     start_epoch, best_score, best_epoch, best_state, last_val = 0, None, 0, None, {}
     best_val_confusion: dict[str, list[list[int]]] = {}  # shown when the job has no test split
-    restored = _restore(cfg, reporter)
+    restored, history = _restore(cfg, reporter)  # history: every epoch's row so far, kept in each checkpoint
     if restored is not None:  # continue after the checkpoint's epoch
         state = restored.state
         plain.load_state_dict(restored.weights)
@@ -254,10 +255,11 @@ def train_loop(config: dict[str, Any]) -> None:
             metrics["val/confusion"] = best_val_confusion
         if reporter:  # waited for: the driver's last poll, once fit() returns, must find this epoch
             ray.get(reporter.epoch.remote(copy.deepcopy(metrics)))
+        history.append(copy.deepcopy(metrics))
         state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                  "scaler": scaler.state_dict(), "stopper": (stopper.best, stopper.wait) if stopper else None,
                  "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "last_val": last_val,
-                 "best_val_confusion": best_val_confusion, "job": job.model_dump(mode="json")}
+                 "best_val_confusion": best_val_confusion, "job": job.model_dump(mode="json"), "rows": history}
         # Ray's copy of the metrics carries the latest validation forward, so that Tune and checkpoint ranking
         # always find `train.monitor`; metrics.csv (from `reporter`) holds only what was measured this epoch.
         best = best_state if best_epoch != epoch else None
@@ -266,19 +268,20 @@ def train_loop(config: dict[str, Any]) -> None:
             break
 
 
-def _restore(cfg: LoopConfig, reporter: Any) -> checkpoints.Loaded | None:
+def _restore(cfg: LoopConfig, reporter: Any) -> tuple[checkpoints.Loaded | None, list[dict[str, Any]]]:
     """The checkpoint to continue from, when Ray restarts the worker group after a failure (it then hands over
-    its latest) or the driver resumes the run: the newest in the run folder that loads, a damaged one passed over
-    (and said so). Rank 0 tells the tracker where this attempt starts."""
-    loaded, passed = None, []
+    its latest) or the driver resumes the run: the newest complete one in the run folder that loads (a damaged one
+    passed over, and said so), with the rows of the epochs up to it. Rank 0 tells the tracker where this attempt
+    starts and which epochs it keeps."""
+    loaded, rows, passed = None, [], []
     if ray.train.get_checkpoint() is not None or cfg.resume:
-        loaded, passed = checkpoints.newest_loadable(checkpoints.in_run(cfg.run_location))
-        if loaded is None:
+        loaded, rows, passed = checkpoints.resumable(cfg.run_location, cfg.recorded)
+        if loaded is None and not cfg.resume:
             raise checkpoints.CheckpointError("no checkpoint of this run loads" + (": " + "; ".join(passed)
                                                                                      if passed else ""))
     if reporter is not None:
-        ray.get(reporter.started.remote(loaded.state["epoch"] if loaded else None, passed))
-    return loaded
+        ray.get(reporter.started.remote(loaded.state["epoch"] if loaded else None, passed, rows))
+    return loaded, rows
 
 
 def _probe(cfg: LoopConfig, reporter: Any, started: float, step_ends: list[float], timer: StepTimer,
@@ -337,5 +340,8 @@ def _report(cfg: LoopConfig, metrics: dict[str, Any], weights: dict[str, torch.T
                                     cfg.job.train.monitor_mode)
             else:
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
-        ray.train.report(scalars, checkpoint=checkpoint,
-                         checkpoint_dir_name=layout.checkpoint_dir(state["epoch"]) if checkpoint else None)
+        if checkpoint is None:
+            ray.train.report(scalars)
+        else:  # written into the run folder by checkpoints.persist, the same way as in local mode
+            ray.train.report(scalars, checkpoint=checkpoint, checkpoint_dir_name=layout.checkpoint_dir(state["epoch"]),
+                             checkpoint_upload_fn=checkpoints.upload_fn(cfg.run_location))

@@ -35,18 +35,19 @@ class Snapshot:
 class ProgressTracker:
     """Collects progress notes from rank 0; `poll` hands them to the driver."""
 
-    def __init__(self, resuming: bool = False) -> None:
-        self.now = Snapshot()
+    def __init__(self, resuming: bool = False, rows: list[dict[str, Any]] | None = None) -> None:
+        self.now = Snapshot(epochs=list(rows or []))  # a resumed run's epochs, until the loop says where it starts
         self.attempts = 0
         self.resuming = resuming  # this session continues an earlier run (`submit --resume`)
 
-    def started(self, from_epoch: int | None, passed: list[str]) -> None:
-        """A worker group started, from the checkpoint of `from_epoch` (None: from scratch); `passed` lists the
-        damaged checkpoints it had to skip."""
+    def started(self, from_epoch: int | None, passed: list[str], rows: list[dict[str, Any]]) -> None:
+        """A worker group started, from the checkpoint of `from_epoch` (None: from scratch) whose epoch rows are
+        `rows`; `passed` lists the checkpoints it had to skip. The epochs after the checkpoint are dropped: they
+        are trained again."""
         self.attempts += 1
+        self.now.epochs = list(rows)
         if from_epoch is None:
             return
-        self.now.epochs = [row for row in self.now.epochs if row["epoch"] <= from_epoch]
         reason = "resume" if self.attempts == 1 and self.resuming else "worker failure"
         if passed:
             reason += f" (passed over: {'; '.join(passed)})"

@@ -8,7 +8,6 @@ is one whose driver is still alive on this machine.
 from __future__ import annotations
 
 import os
-import posixpath
 import socket
 from typing import Any
 
@@ -44,27 +43,20 @@ def reopen(ref: str, job: JobSpec | None, *, overrides: list[str] | tuple[str, .
     saved = found.job()
     if job is None and overrides:
         job = load_job(found.file(layout.JOB), list(overrides))
-    # A checkpoint whose epoch has no row in metrics.csv (the run stopped between saving it and recording the
-    # epoch) is passed over: its epoch is trained again, exactly, instead of going missing from the metrics.
-    recorded = _recorded(found.metrics)
-    candidates = checkpoints.in_run(found.path)
-    ahead = [c for c in candidates if (layout.checkpoint_epoch(posixpath.basename(c)) or 0) > recorded]
-    loaded, passed = checkpoints.newest_loadable([c for c in candidates if c not in ahead])
-    passed = [f"{posixpath.basename(c)} (its epoch is not in {layout.METRICS}: trained again)" for c in ahead] + passed
+    recorded = [_numbers(row) for row in found.metrics]
+    loaded, rows, passed = checkpoints.resumable(found.path, recorded)
     trained_with = loaded.state["job"] if loaded is not None else saved.model_dump(mode="json")
     wanted = job or saved
     changes = job_changes(trained_with, wanted.model_dump(mode="json"))
     if changes and not force:
         raise JobError(f"{ref}: the job differs from the one the run trained with: {'; '.join(changes)}; "
                        "resume without changes, or add --force to continue with the changed job")
-    if changes:
-        storage.write_text(found.file(layout.JOB), wanted.to_yaml())
-    epoch = loaded.state["epoch"] if loaded is not None else 0
-    rows = [_numbers(row) for row in found.metrics if int(row["epoch"]) <= epoch]
     run = RunDir(found.path, summary.job, summary.run_id)
+    if changes:
+        run.write_job(wanted.to_yaml())
     wanted = validate_job(yaml.safe_load(storage.read_text(found.file(layout.JOB))), found.file(layout.JOB))
     start = f"from {loaded.name}" if loaded is not None else "from the start: no checkpoint yet"
-    return Reopened(run, summary, rows, [start, *(f"passed over {note}" for note in passed)]), wanted
+    return Reopened(run, summary, rows, recorded, [start, *(f"passed over {note}" for note in passed)]), wanted
 
 
 def job_changes(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
@@ -96,15 +88,6 @@ def _driver_alive(driver: str | None) -> bool:
     except PermissionError:
         return True
     return int(pid) != os.getpid()
-
-
-def _recorded(rows: list[dict[str, str]]) -> int:
-    """The last epoch up to which metrics.csv has every epoch's row."""
-    epochs = [int(float(row["epoch"])) for row in rows]
-    count = 0
-    while count < len(epochs) and epochs[count] == count + 1:
-        count += 1
-    return count
 
 
 def _numbers(row: dict[str, str]) -> dict[str, Any]:

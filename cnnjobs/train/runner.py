@@ -23,7 +23,6 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from cnnjobs import storage
 from cnnjobs.data.pipeline import TrainingData, build_datasets, normalization, stream_limits
 from cnnjobs.data.shards import Manifest, skipped_csv
 from cnnjobs.results.epochs import summarize_epochs
@@ -58,7 +57,8 @@ class Reopened:
 
     run: RunDir
     summary: TrainSummary
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the epochs it keeps, up to its checkpoint
+    recorded: list[dict[str, Any]] = field(default_factory=list)  # metrics.csv's rows (see checkpoints.resumable)
     notes: list[str] = field(default_factory=list)  # where it continues from, and damaged checkpoints passed over
 
 
@@ -108,7 +108,7 @@ def build_trainer(loop: LoopConfig, data: TrainingData, run: RunDir, use_gpu: bo
     # by default): with short epochs every `report` waited for the poll. Ray passes this on to its controller.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", REPORT_POLL_S)
     resources = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-    fs, _ = storage.resolve(run.location)
+    storage_path, filesystem = run.ray_storage
     streamed = [name for name in data.datasets if name not in data.kept]
     return TorchTrainer(
         train_loop,
@@ -118,8 +118,8 @@ def build_trainer(loop: LoopConfig, data: TrainingData, run: RunDir, use_gpu: bo
                                                placement_strategy=job.scaling.placement.upper()),
         run_config=ray.train.RunConfig(
             name=run.run_id,
-            storage_path=run.storage_parent,
-            storage_filesystem=fs if storage.is_uri(run.location) else None,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=job.train.keep_checkpoints, checkpoint_score_attribute=job.train.monitor,
                 checkpoint_score_order=job.train.monitor_mode),  # the best K by the monitor, and always the last
@@ -127,14 +127,15 @@ def build_trainer(loop: LoopConfig, data: TrainingData, run: RunDir, use_gpu: bo
             callbacks=list(callbacks),
         ),
         datasets=data.datasets,
-        dataset_config=_Ingest(datasets_to_split=streamed, execution_options=_ingest_options()),
+        dataset_config=_Ingest(datasets_to_split=streamed,
+                               execution_options=_ingest_options(job.scaling.num_workers)),
     )
 
 
-def _ingest_options() -> ray.data.ExecutionOptions:
+def _ingest_options(workers: int) -> ray.data.ExecutionOptions:
     options = ray.train.DataConfig.default_ingest_options()
     options.preserve_order = True  # blocks arrive in the same order every run: same seed, same metrics
-    options.resource_limits = stream_limits()  # memory flat in the dataset's size, as for the driver's reads
+    options.resource_limits = stream_limits(workers)  # memory flat in the dataset's size, a budget per worker
     return options
 
 
@@ -168,14 +169,14 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
             run, summary = previous.run, previous.summary
         launched.session.attach(run.logs_dir)
         if manifest.skipped:  # images and rows left out of the data, with the reason
-            storage.write_text(run.path(layout.SKIPPED), skipped_csv(manifest))
+            run.write_skipped(skipped_csv(manifest))
         in_process = runs_in_process(job, launched)
         summary.use_gpu, summary.in_process = launched.use_gpu, in_process
         summary.data = data_facts(job, manifest, launched.cached)
         summary.driver = f"{socket.gethostname()}:{os.getpid()}"
         summary.ray = launched.session.where
         earlier = list(previous.rows) if previous else []
-        rows = list(earlier)
+        rows = list(earlier)  # every epoch so far, as metrics.csv holds them
         snapshot = Snapshot()
 
         def finish(final: TrainSummary) -> None:
@@ -189,12 +190,13 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
 
         with run_lifecycle(run, summary, resume=f"cnnjobs submit --resume {run.location}", finish=finish):
             notify("starting the training loop" if in_process else "starting workers", None, rows)
-            tracker = ProgressTracker.remote(resuming=previous is not None)
+            tracker = ProgressTracker.remote(resuming=previous is not None, rows=earlier)
             stop = threading.Event() if in_process else None
             data = training_data(job, manifest)
-            loop = LoopConfig(job, manifest, tracker, data.kept, run.location, in_process, previous is not None, stop)
+            loop = LoopConfig(job, manifest, tracker, data.kept, run.location, in_process, previous is not None, stop,
+                              recorded=previous.recorded if previous else [])
             trainer = build_trainer(loop, data, run, launched.use_gpu)
-            snapshot = _fit_with_progress(trainer, tracker, run, earlier, rows, notify, stop)
+            snapshot = _fit_with_progress(trainer, tracker, run, rows, notify, stop)
             if snapshot.fatal:
                 raise RuntimeError(snapshot.fatal)
             summary.to_first_step_s = round(snapshot.first_step_at - submitted, 1) if snapshot.first_step_at else None
@@ -205,11 +207,11 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
     return RunResult(run.location, summary)
 
 
-def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier: list[dict[str, Any]],
-                       rows: list[dict[str, Any]], notify: ProgressCallback,
-                       stop: threading.Event | None) -> Snapshot:
-    """Run `trainer.fit()` in a thread while polling the progress actor; epochs land in metrics.csv as they end
-    (after the `earlier` ones of a resumed run). On Ctrl-C a loop running in this process finishes its step."""
+def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, rows: list[dict[str, Any]],
+                       notify: ProgressCallback, stop: threading.Event | None) -> Snapshot:
+    """Run `trainer.fit()` in a thread while polling the progress actor; epochs land in metrics.csv as they end.
+    On Ctrl-C, or when the run folder's storage stops answering, a loop running in this process finishes its step
+    and the error is raised here."""
     outcome: dict[str, Any] = {}
 
     def fit() -> None:
@@ -227,16 +229,17 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier
                 ended = not thread.is_alive()  # read before polling: the last poll comes after fit() returned
                 if pressed.is_set() and not ended:
                     raise KeyboardInterrupt
-                snapshot = _record(tracker, run, earlier, rows)
+                snapshot = _record(tracker, run, rows)
                 notify("training", snapshot, rows)
                 if ended:
                     break
-    except KeyboardInterrupt:
+    except BaseException as exc:
         if stop is not None:  # the loop runs in this process: let it leave its step cleanly
             stop.set()
             thread.join()
-        with contextlib.suppress(Exception):  # record the epochs that ended since the last poll
-            _record(tracker, run, earlier, rows, timeout=10)
+        if isinstance(exc, KeyboardInterrupt):
+            with contextlib.suppress(Exception):  # record the epochs that ended since the last poll
+                _record(tracker, run, rows, timeout=10)
         raise
     if isinstance(outcome.get("error"), StopRequested):
         raise KeyboardInterrupt
@@ -245,13 +248,11 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, earlier
     return snapshot
 
 
-def _record(tracker: Any, run: RunDir, earlier: list[dict[str, Any]], rows: list[dict[str, Any]],
-            timeout: float | None = None) -> Snapshot:
-    """Poll the progress actor and write metrics.csv when epochs ended since the last poll."""
+def _record(tracker: Any, run: RunDir, rows: list[dict[str, Any]], timeout: float | None = None) -> Snapshot:
+    """Poll the progress actor and write metrics.csv when its epochs changed since the last poll."""
     snapshot = ray.get(tracker.poll.remote(), timeout=timeout)
-    current = earlier + snapshot.epochs
-    if current != rows:
-        rows[:] = current
+    if snapshot.epochs != rows:
+        rows[:] = snapshot.epochs
         run.write_metrics(rows)
     return snapshot
 
@@ -284,7 +285,7 @@ def keep_best_model(run_location: str, run: RunDir) -> None:
         raise RuntimeError("training left no readable checkpoint" + (f" ({'; '.join(passed)})" if passed else ""))
     buffer = io.BytesIO()
     torch.save(loaded.best if loaded.best is not None else loaded.weights, buffer)
-    storage.write_bytes(run.path(layout.BEST_MODEL), buffer.getvalue())
+    run.write_best_model(buffer.getvalue())
 
 
 def _timing(rows: list[dict[str, Any]]) -> Timing | None:

@@ -11,9 +11,7 @@ from typing import Any, Callable
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-from cnnjobs import storage
 from cnnjobs.metrics import is_better, rank_key
-from cnnjobs.run import layout
 from cnnjobs.run.folder import RunDir
 from cnnjobs.spec import JobSpec
 
@@ -117,7 +115,7 @@ class Tracker(tune.Callback):
         return rank_rows(list(self.rows.values()), self.mode)
 
     def save(self) -> None:
-        storage.write_text(self.run.path(layout.TUNE_RESULTS), results_csv(self.ranked(), self.keys))
+        self.run.write_trials(results_csv(self.ranked(), self.keys))
 
 
 def rows_from_grid(grid: tune.ResultGrid, job: JobSpec, live: list[TrialRow]) -> list[TrialRow]:

@@ -100,7 +100,7 @@ def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallb
                 final.epochs_run = sum(row.epochs for row in rows)
                 final.trials_stopped_early = sum(row.status == "stopped" for row in rows)
 
-        resume_command = f"cnnjobs tune {run.location}/{layout.JOB} --resume {run.location}"
+        resume_command = f"cnnjobs tune {run.path(layout.JOB)} --resume {run.location}"
         with run_lifecycle(run, summary, resume=resume_command, finish=finish):
             plan = plan_concurrency(job, ray.cluster_resources(), launched.use_gpu)
             summary.use_gpu, summary.concurrency, summary.concurrency_reason = launched.use_gpu, plan.trials, \
@@ -125,7 +125,7 @@ def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallb
                 status = tracker.statuses.get(row.trial) if interrupted else None
                 if status in ("RUNNING", "PENDING", "PAUSED"):
                     row.status = status.lower()
-            storage.write_text(run.path(layout.TUNE_RESULTS), results_csv(rows, list(job.tune.space)))
+            run.write_trials(results_csv(rows, list(job.tune.space)))
             if interrupted:  # Tune caught the Ctrl-C itself and returned
                 summary.status = "interrupted"
             elif grid.errors and all(row.best is None for row in rows):
@@ -169,14 +169,13 @@ def _tuner(job: JobSpec, manifest: Manifest, run: RunDir, plan: Concurrency, tra
     """A new Tuner for `job`, or the interrupted one restored from the run folder."""
     # Built and (when small) materialized once here: every trial reads the same blocks from the object store.
     data = training_data(job, manifest)
-    fs, root = storage.resolve(run.location)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, raw=job.model_dump(mode="json"), manifest=manifest, data=data,
-                             run_location=run.location if storage.is_uri(run.location) else root, use_gpu=use_gpu),
+                             run_location=run.location, use_gpu=use_gpu),
         {"CPU": DRIVER_CPUS})
-    filesystem = fs if storage.is_uri(run.location) else None
+    root, filesystem = storage.for_ray(run.location)  # Tune's experiment folder is `<run>/tune`
     if restore:
-        experiment = storage.join(run.location if filesystem else root, layout.TUNE_EXPERIMENT)
+        experiment = storage.for_ray(run.path(layout.TUNE_EXPERIMENT))[0]
         tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, storage_filesystem=filesystem)
         tuner._local_tuner._run_config.callbacks = [tracker]  # callbacks are not part of the saved state
         return tuner
@@ -192,8 +191,8 @@ def _tuner(job: JobSpec, manifest: Manifest, run: RunDir, plan: Concurrency, tra
         param_space=search_space(job.tune),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, num_samples=job.tune.num_samples,
                                     search_alg=sampler(job, plan.trials), time_budget_s=job.tune.time_budget_s),
-        run_config=tune.RunConfig(name=layout.TUNE_EXPERIMENT, storage_path=run.location if filesystem else root,
-                                  storage_filesystem=filesystem, callbacks=[tracker], verbose=0),
+        run_config=tune.RunConfig(name=layout.TUNE_EXPERIMENT, storage_path=root, storage_filesystem=filesystem,
+                                  callbacks=[tracker], verbose=0),
     )
 
 
@@ -203,7 +202,7 @@ def _keep_best(job: JobSpec, rows: list[TrialRow], run: RunDir, summary: TuneSum
     if best is None:
         raise RuntimeError("no trial reported a result")
     winner = validate_job(apply_values(job.model_dump(mode="json"), best.values), run.path(layout.BEST_JOB))
-    storage.write_text(run.path(layout.BEST_JOB), winner.to_yaml())
+    run.write_best_job(winner.to_yaml())
     if best.checkpoint:  # the trial's run folder: its newest checkpoint holds the trial's best weights
         keep_best_model(storage.join(run.location, layout.TRIALS, best.trial), run)
     summary.arch, summary.best_metric, summary.best_job = winner.model.arch, best.best, layout.BEST_JOB

@@ -42,8 +42,10 @@ def _start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, dict
 
 
 @pytest.fixture(scope="package")
-def loopback_cluster(tmp_path_factory: pytest.TempPathFactory):
-    """A head (2 CPUs, dashboard, Jobs API) and a second node (1 CPU) on 127.0.0.1, token authentication on."""
+def loopback_cluster(tmp_path_factory: pytest.TempPathFactory, s3_server):
+    """A head (2 CPUs, dashboard, Jobs API) and a second node (1 CPU) on 127.0.0.1, token authentication on; both
+    nodes started with the variables that reach the session's S3 server (as `ray start` on a real cluster's nodes
+    would be, or an instance profile gives them)."""
     if os.geteuid() != 0:
         pytest.skip("the second node hides a folder in a mount namespace of its own (needs root)")
     hidden = tmp_path_factory.mktemp("node-local")

@@ -94,3 +94,21 @@ def test_a_failed_download_says_the_jobs_hint(tmp_path, server):
     with pytest.raises(JobError, match=rf"cannot download {url}/gone.zip: HTTP Error 404.*; unzip it into "
                                        r"data/catsdogs$"):
         prepare(spec(source, tmp_path / "cache"))
+
+
+def test_a_download_into_a_bucket_cache_is_kept_there_for_other_machines(tmp_path, server, s3_server, monkeypatch):
+    url, www, requests = server
+    digest = dataset_zip(tmp_path, www / "cats_and_dogs_filtered.zip")
+    source = {"type": "image_folder", "path": "cats_and_dogs_filtered",
+              "download": {"url": f"{url}/cats_and_dogs_filtered.zip", "sha256": digest}}
+    cache = s3_server.uri("downloads-cache")
+    monkeypatch.setattr("cnnjobs.data.download.LOCAL_CACHE", tmp_path / "machine-1")
+    manifest, _ = prepare(spec(source, cache))
+    assert manifest.location.startswith(cache) and manifest.num_rows("train") == 8
+    assert f"downloads-cache/downloads/{digest[:20]}/cats_and_dogs_filtered.zip" in s3_server.keys("downloads-cache/")
+    assert requests == ["/cats_and_dogs_filtered.zip"]
+    # Another machine (nothing in its local cache) takes the archive from the bucket, not from the internet.
+    monkeypatch.setattr("cnnjobs.data.download.LOCAL_CACHE", tmp_path / "machine-2")
+    extracted = fetch(Download(url=f"{url}/cats_and_dogs_filtered.zip", sha256=digest), cache)
+    assert str(extracted).startswith(str(tmp_path / "machine-2")) and (extracted / "cats_and_dogs_filtered").is_dir()
+    assert requests == ["/cats_and_dogs_filtered.zip"]

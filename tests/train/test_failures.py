@@ -18,10 +18,11 @@ import torch
 
 from cnnjobs import storage
 from cnnjobs.cli import main
-from cnnjobs.run import checkpoints, layout, loop
+from cnnjobs.run import checkpoints, layout
 from cnnjobs.run.find import load_run
 from cnnjobs.run.folder import RunDir, utc_now
 from cnnjobs.run.summary import TrainSummary
+from cnnjobs.train import loop
 from cnnjobs.train.resume import reopen
 
 
@@ -72,14 +73,15 @@ def test_nan_loss_stops_naming_epoch_and_step_then_resume_passes_over_a_truncate
     assert _epochs(run) == [1, 2]  # the good epochs, kept with their checkpoints
     assert [Path(c).name for c in checkpoints.in_run(str(run))] == ["checkpoint_epoch-0002", "checkpoint_epoch-0001"]
 
-    # A run stopped between saving epoch 2's checkpoint and recording its row: resume would lose epoch 2, so it
-    # passes over that checkpoint and keeps epoch 1's row (the order a Ctrl-C can fall in, forced here).
+    # A run stopped between saving epoch 2's checkpoint and recording its row (the order a kill -9 can fall in,
+    # forced here): the checkpoint carries the rows of its epochs, so resuming from it loses no epoch.
     metrics = (run / layout.METRICS).read_text()
     (run / layout.METRICS).write_text("".join(metrics.splitlines(keepends=True)[:2]))  # header and epoch 1
     previous, _ = reopen(str(run), None)
-    assert [row["epoch"] for row in previous.rows] == [1]
-    assert previous.notes == ["from checkpoint_epoch-0001", "passed over checkpoint_epoch-0002 (its epoch is not "
-                              f"in {layout.METRICS}: trained again)"]
+    assert [row["epoch"] for row in previous.rows] == [1, 2]
+    assert previous.rows[1]["val/acc"] == pytest.approx(float(metrics.splitlines()[2].split(",")[
+        metrics.splitlines()[0].split(",").index("val/acc")]))
+    assert previous.notes == ["from checkpoint_epoch-0002"]
     (run / layout.METRICS).write_text(metrics)
 
     # The newest checkpoint is damaged (a copy cut short): --resume passes over it, says so, and goes on from epoch 1.
@@ -149,21 +151,26 @@ def test_a_full_disk_leaves_the_previous_summary_and_checkpoints_intact(tmp_path
     for epoch in (1, 2):
         folder = tmp_path / f"local{epoch}"
         folder.mkdir()
-        checkpoints.write(str(folder), weights, {"epoch": epoch}, None, 0.5 * epoch)
+        rows = [{"epoch": done} for done in range(1, epoch + 1)]
+        checkpoints.write(str(folder), weights, {"epoch": epoch, "rows": rows}, None, 0.5 * epoch)
         checkpoints.persist(str(folder), run.location, epoch, keep=2, mode="max")
-    real_copy = pafs.copy_files
+    real_write = storage.write_bytes
 
-    def copy_then_fill(source, destination, **kwargs):
-        real_copy(source, destination, **kwargs)
-        raise OSError(errno.ENOSPC, "No space left on device", destination)
+    def fill_at_the_state(location, data):  # the weights are in, then the disk is full
+        if location.endswith(layout.CHECKPOINT_STATE):
+            raise OSError(errno.ENOSPC, "No space left on device", location)
+        real_write(location, data)
 
-    monkeypatch.setattr(pafs, "copy_files", copy_then_fill)
+    monkeypatch.setattr(storage, "write_bytes", fill_at_the_state)
     with pytest.raises(OSError, match="No space left"):
         checkpoints.persist(str(tmp_path / "local2"), run.location, 3, keep=2, mode="max")
-    names = sorted(p.name for p in Path(run.location).iterdir() if p.name.startswith("checkpoint"))
-    assert names == ["checkpoint_epoch-0001", "checkpoint_epoch-0002"]  # no half-written epoch 3
-    loaded, passed = checkpoints.newest_loadable(checkpoints.in_run(run.location))
-    assert loaded.state["epoch"] == 2 and passed == []
+    monkeypatch.undo()
+    # Epoch 3's folder holds what was written before the disk filled, but not its marker: it is passed over.
+    assert [Path(c).name for c in checkpoints.in_run(run.location)] == ["checkpoint_epoch-0002",
+                                                                       "checkpoint_epoch-0001"]
+    loaded, rows, passed = checkpoints.resumable(run.location, [])
+    assert loaded.state["epoch"] == 2 and rows == [{"epoch": 1}, {"epoch": 2}]
+    assert passed == ["checkpoint_epoch-0003 (incomplete: its writing was cut short)"]
 
     # The summary's next version does not fit: the one before stays, and no temporary file is left behind.
     monkeypatch.setattr(storage, "resolve", lambda location, real=storage.resolve: (

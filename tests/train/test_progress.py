@@ -40,6 +40,6 @@ def test_the_epoch_that_ends_with_fit_is_recorded(monkeypatch: Any) -> None:
     monkeypatch.setattr(runner, "ray", SimpleNamespace(get=lambda value, timeout=None: value))
     run = SimpleNamespace(write_metrics=lambda rows: written.append(list(rows)))
     rows: list[dict[str, Any]] = []
-    runner._fit_with_progress(SimpleNamespace(fit=race.fit), race, run, [], rows, lambda *args: None, None)
+    runner._fit_with_progress(SimpleNamespace(fit=race.fit), race, run, rows, lambda *args: None, None)
     assert rows == [{"epoch": 1, "val/acc": 0.5}]
     assert written[-1] == rows  # and metrics.csv holds it

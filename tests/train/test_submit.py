@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cnnjobs.cli import main
-from cnnjobs.data import shards
+from cnnjobs.data import chunks, shards
 from cnnjobs.models import build_model
 from cnnjobs.run.find import load_run
 from cnnjobs.run.summary import SCHEMA_VERSION
@@ -40,7 +40,7 @@ def one_worker_runs(ray_cluster, tmp_path_factory):
                  "scaling.num_workers=1", "scaling.use_gpu=false"]
     job = seeded_job("jobs/digits_lenet.yaml", *overrides)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shards, "_FILE_BYTES", 512 * 28 * 28)  # at most 512 images per file
+        patch.setattr(chunks, "FILE_BYTES", 512 * 28 * 28)  # at most 512 images per file
         manifest, _ = shards.prepare(job.data)
     assert len(manifest.files["train"]) >= 3
     return job, [submit(job), submit(job)]
