@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cnnjobs.errors import JobError
+from cnnjobs.leftovers import stop_orphans
 from cnnjobs.localhost import LOOPBACK, local_cpus, loopback_env
 
 STATE = Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "cnnjobs" / "local_ray.json"
@@ -53,6 +54,7 @@ def up(cpus: int | None = None) -> tuple[Instance, bool]:
     current = running()
     if current is not None:
         return current, False
+    stop_orphans()  # a killed driver's agents would hold the ports this instance wants
     port, dashboard_port = _free_port(), _free_port()
     command = [_ray(), "start", "--head", f"--port={port}", f"--node-ip-address={LOOPBACK}",
                f"--num-cpus={cpus or local_cpus(1, 1.0)}", "--include-dashboard=true",

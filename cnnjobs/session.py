@@ -22,6 +22,7 @@ import ray._private.worker as ray_worker  # private: the hook for raylet message
 import ray.data
 
 from cnnjobs.errors import JobError
+from cnnjobs.leftovers import stop_orphans
 from cnnjobs.localhost import LOOPBACK, local_cpus, loopback_only
 
 _LOGGERS = ("ray", "cnnjobs", "py.warnings")
@@ -132,6 +133,10 @@ def ray_session(address: str | None = None, workers: int = 1, cpus_per_worker: f
             if target or warm:
                 _connect(target or warm.address, common)
             else:
+                stopped = stop_orphans()  # a killed driver's agents would hold the ports this instance wants
+                if stopped:
+                    logging.getLogger("cnnjobs").info("stopped %d process(es) of a Ray instance whose driver is "
+                                                      "gone", stopped)
                 ray.init(address="local", num_cpus=local_cpus(workers, cpus_per_worker), include_dashboard=True,
                          dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK, **common)
                 started = True

@@ -144,6 +144,7 @@ def test_a_storage_that_stops_answering_then_resume(ray_cluster, s3_server, tmp_
 
     try:
         wait_for(2)
+        assert [key for key in s3.keys("outage/") if key.endswith("/logs/ray.log")], "logs uploaded as the run goes"
         s3.stop()
         time.sleep(1.5)  # a hiccup: shorter than the retries
         s3.start()
