@@ -88,6 +88,7 @@ def down(grace_s: float = 10.0) -> bool:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=grace_s)
+    stop_orphans()  # what does not name the temporary folder: the agents (their names rewritten), the client server
     shutil.rmtree(TEMP_DIR, ignore_errors=True)
     return record or bool(processes)
 

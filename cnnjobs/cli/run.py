@@ -70,7 +70,14 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     from cnnjobs.tune.trials import records
     from cnnjobs.tune.tuner import search
 
-    job = load_job(args.job, args.set)
+    if args.job is None and args.resume is None:
+        raise JobError("tune: give a job file (cnnjobs tune jobs/arch_search.yaml) or --resume RUN")
+    if args.job is None:  # `tune --resume RUN`: the search goes on with the job it was started with
+        from cnnjobs.run.find import find_run
+
+        job = find_run(args.resume, args.dir).job()
+    else:
+        job = load_job(args.job, args.set)
     if job.tune is None and not args.resume:
         raise JobError(f"{args.job}: no `tune:` section to search (see jobs/arch_search.yaml)")
     if job.tune is not None:
@@ -78,7 +85,8 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
                       f"trial(s) of up to {job.train.epochs} epochs ({job.tune.scheduler})")
     keys, (metric, _) = list(job.tune.space) if job.tune else [], job.tune_metric
     with LiveTrials(console, keys, metric, job.train.epochs) as live:
-        result = search(job, address=args.address, on_progress=live, resume=args.resume)
+        result = search(job if args.job else None, address=args.address, on_progress=live, resume=args.resume,
+                        root=args.dir)
     keys = list(result.summary.space or keys)
     console.print(trials_table(records(result.rows, keys), keys, result.summary.monitor, result.summary.epochs))
     console.print(tune_panel(result.summary))
@@ -110,8 +118,10 @@ def add_commands(commands: Any) -> None:
     plan.set_defaults(handler=cmd_plan)
 
     tune = commands.add_parser("tune", help="search architectures/hyperparameters: cnnjobs tune jobs/arch_search.yaml")
-    add_job_arguments(tune)
-    tune.add_argument("--resume", metavar="RUN", help="continue the interrupted search in this run folder (or id)")
+    add_job_arguments(tune, job_required=False)
+    tune.add_argument("--resume", metavar="RUN", help="continue the interrupted search in this run folder (or id), "
+                      "with the job it was started with")
+    tune.add_argument("--dir", default="runs", help="with --resume: where to look up a run id (default: runs)")
     tune.add_argument("--address", help="Ray cluster to use (default: RAY_ADDRESS, else a local instance)")
     tune.set_defaults(handler=cmd_tune)
 

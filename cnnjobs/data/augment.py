@@ -5,8 +5,12 @@ affine matrix per image and applied in a single `grid_sample` over the batch; co
 are tensor arithmetic. Batches arrive and leave as uint8 (N, C, H, W).
 
 It runs on the worker, on the batch's device (a GPU augments a batch in microseconds), just before the forward
-pass. The random draws come from a CPU generator seeded by `augment_seed(data.seed, epoch, worker, step)`: the
-same run draws the same changes on every device, resumed or not, and different ones from epoch to epoch.
+pass, and never makes the host wait for the device. The draws that decide each image's change (angles, offsets,
+flips, factors, boxes: a few numbers per image) come from a CPU generator seeded by the step's seed
+(`train.seeds.augment`) and reach the device by a copy from pinned memory that does not wait: the same run draws
+the same changes on every device, resumed or not, and different ones from epoch to epoch. The noise random erasing
+paints (N x C x H x W values) is drawn on the device itself, from a generator of that device seeded the same way:
+a GPU run paints other noise than a CPU run does.
 """
 
 from __future__ import annotations
@@ -20,25 +24,35 @@ import torch.nn.functional as F
 from cnnjobs.spec import AugmentSpec, ColorJitterSpec
 
 
-def make_augment(spec: AugmentSpec) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    """The augmentation `spec` describes, as a function of a uint8 (N, C, H, W) batch and a torch generator."""
+def make_augment(spec: AugmentSpec) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """The augmentation `spec` describes, as a function of a uint8 (N, C, H, W) batch and the step's seed."""
     jitter = spec.color_jitter
     if isinstance(jitter, float):
         jitter = ColorJitterSpec(brightness=jitter, contrast=jitter, saturation=jitter)
     geometric = any([spec.rotation, spec.shift, spec.shear, spec.zoom, spec.affine, spec.random_resized_crop])
 
-    def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def augment(images: torch.Tensor, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
         # torchvision's usual order (seed 002): colour first, so pixels moved in from outside keep the fill colour.
         # Flips are exact on uint8; only resampling and colour changes need floats (4x the bytes to move).
         x = _jitter(images.float(), jitter, gen) if jitter is not None else images
         fill = None if spec.fill_mode == "nearest" else spec.fill
-        x = _warp(x.float(), _matrices(spec, images.shape, gen).to(images.device), fill) if geometric else \
+        x = _warp(x.float(), to_device(_matrices(spec, images.shape, gen), images.device), fill) if geometric else \
             _flips(x, spec.hflip, spec.vflip, gen)
         if spec.random_erasing is not None:
-            x = _erase(x.float(), spec.random_erasing.p, spec.random_erasing.scale, gen)
+            noise = torch.Generator(device=images.device).manual_seed(seed)
+            x = _erase(x.float(), spec.random_erasing.p, spec.random_erasing.scale, gen, noise)
         return x if x.dtype == torch.uint8 else x.round_().clamp_(0, 255).to(torch.uint8)
 
     return augment
+
+
+def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A few numbers drawn on the CPU, on `device` without making the host wait: a CUDA copy from pageable memory
+    blocks until the device has done everything queued before it, one from pinned memory does not."""
+    if device.type != "cuda":
+        return values
+    return values.pin_memory().to(device, non_blocking=True)
 
 
 def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
@@ -105,7 +119,7 @@ def _flips(x: torch.Tensor, hflip: float, vflip: float, gen: torch.Generator) ->
     n = len(x)
     for p, dim in ((hflip, 3), (vflip, 2)):
         if p:
-            chosen = (torch.rand(n, generator=gen) < p).view(n, 1, 1, 1).to(x.device)
+            chosen = to_device((torch.rand(n, generator=gen) < p).view(n, 1, 1, 1), x.device)
             x = torch.where(chosen, x.flip(dim), x)
     return x
 
@@ -115,7 +129,7 @@ def _jitter(x: torch.Tensor, spec: ColorJitterSpec, gen: torch.Generator) -> tor
     n, device = len(x), x.device
 
     def factor(v: float) -> torch.Tensor:
-        return _uniform(gen, n, max(0.0, 1 - v), 1 + v).float().view(n, 1, 1, 1).to(device)
+        return to_device(_uniform(gen, n, max(0.0, 1 - v), 1 + v).float().view(n, 1, 1, 1), device)
 
     gray_weights = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
     if spec.brightness:
@@ -135,26 +149,24 @@ def _jitter(x: torch.Tensor, spec: ColorJitterSpec, gen: torch.Generator) -> tor
         rot[:, 1, 1], rot[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
         rot[:, 2, 1], rot[:, 2, 2] = torch.sin(angle), torch.cos(angle)
         mix = torch.linalg.inv(to_yiq) @ rot @ to_yiq
-        x = torch.einsum("nij,njhw->nihw", mix.to(device), x).clamp(0, 255)
+        x = torch.einsum("nij,njhw->nihw", to_device(mix, device), x).clamp(0, 255)
     return x
 
 
-def _erase(x: torch.Tensor, p: float, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
-    """With probability `p` per image, replace a random rectangle (area fraction in `scale`) with noise."""
+def _erase(x: torch.Tensor, p: float, scale: tuple[float, float], gen: torch.Generator,
+           noise: torch.Generator) -> torch.Tensor:
+    """With probability `p` per image, replace a random rectangle (area fraction in `scale`) with noise drawn on
+    the batch's device from `noise`."""
     n, c, h, w = x.shape
     area = _uniform(gen, n, *scale)
     ratio = torch.exp(_uniform(gen, n, math.log(0.3), math.log(3.3)))
     eh, ew = (area / ratio).sqrt().clamp(max=1) * h, (area * ratio).sqrt().clamp(max=1) * w
     top, left = _uniform(gen, n, 0, 1) * (h - eh), _uniform(gen, n, 0, 1) * (w - ew)
-    ys = torch.arange(h, dtype=torch.float64).view(1, h, 1)
-    xs = torch.arange(w, dtype=torch.float64).view(1, 1, w)
-    box = ((ys >= top.view(n, 1, 1)) & (ys < (top + eh).view(n, 1, 1))
-           & (xs >= left.view(n, 1, 1)) & (xs < (left + ew).view(n, 1, 1)))
-    chosen = (torch.rand(n, generator=gen) < p).view(n, 1, 1)
-    noise = torch.randint(0, 256, x.shape, generator=gen).float()
-    return torch.where((box & chosen).unsqueeze(1).to(x.device), noise.to(x.device), x)
-
-
-def augment_seed(data_seed: int, epoch: int, worker: int, step: int) -> int:
-    """The seed of one training step's draws: a function of `data.seed` and the step's place in the run."""
-    return (data_seed * 1_000_003 + epoch * 7919 + worker * 104_729 + step) % 2**63
+    chosen = torch.rand(n, generator=gen) < p
+    edges = to_device(torch.stack([top, top + eh, left, left + ew, chosen.double()], 1), x.device)  # (n, 5)
+    ys = torch.arange(h, dtype=torch.float64, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, dtype=torch.float64, device=x.device).view(1, 1, w)
+    box = ((ys >= edges[:, 0, None, None]) & (ys < edges[:, 1, None, None])
+           & (xs >= edges[:, 2, None, None]) & (xs < edges[:, 3, None, None]) & (edges[:, 4, None, None] > 0))
+    painted = torch.randint(0, 256, x.shape, generator=noise, device=x.device).float()
+    return torch.where(box.unsqueeze(1), painted, x)

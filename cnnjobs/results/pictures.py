@@ -50,7 +50,7 @@ def draw(location: str, summary: TrainSummary, rows: list[dict[str, Any]], job: 
     if manifest is not None and job.data.augment is not None:
         originals, _ = first_images(manifest, "train", AUGMENTED_IMAGES)
         augment = make_augment(job.data.augment)
-        draws = [augment(torch.from_numpy(originals), torch.Generator().manual_seed(draw)).numpy()
+        draws = [augment(torch.from_numpy(originals), draw).numpy()
                  for draw in range(DRAWS)]
         augmented = Augmented(originals, draws)
     return save_plots(location, summary, rows, predictions, augmented)

@@ -12,6 +12,7 @@ thousand scalars) and goes through `storage.write_bytes` (a temporary file, then
 
 from __future__ import annotations
 
+import math
 import numbers
 import tempfile
 import time
@@ -50,12 +51,12 @@ def write_epochs(folder: str, rows: list[dict[str, Any]]) -> int:
 
 
 def _number(value: Any) -> float | None:
-    """A metric's value as a float; None for what is not one (empty cells, flags, confusion matrices)."""
+    """A metric's value as a float; None for what is not one (empty cells, flags, confusion matrices, and the NaN
+    a table fills in for an epoch that did not measure it)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, numbers.Real):
-        return float(value)
     try:
-        return float(value) if isinstance(value, str) else None
+        number = float(value) if isinstance(value, (numbers.Real, str)) else None
     except ValueError:
         return None
+    return None if number is None or math.isnan(number) else number

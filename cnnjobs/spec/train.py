@@ -70,7 +70,9 @@ class TrainSpec(Section):
 
     epochs: int = Field(10, gt=0, description="Passes over the training split (the most, with early stopping).")
     batch_size: int = Field(64, gt=0, description="Images per optimizer step, across all workers (each worker "
-                            "takes batch_size / num_workers), so results do not depend on the number of workers.")
+                            "takes batch_size / num_workers), so N workers take the steps one worker would. Models "
+                            "without BatchNorm learn the same on 1 or N workers; with BatchNorm, N GPU workers do "
+                            "too (sync_batchnorm), N CPU workers normalize over their part of the batch.")
     optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="The torch.optim optimizer.")
     lr: float = Field(1e-3, gt=0, description="Learning rate (the peak one with a schedule).")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
@@ -87,6 +89,9 @@ class TrainSpec(Section):
                                                        "fp16 with gradient scaling). CPU always runs fp32.")
     channels_last: bool = Field(False, description="channels_last memory format on GPU (faster convolutions).")
     compile: bool = Field(False, description="torch.compile the model (first epoch slower, later ones faster).")
+    sync_batchnorm: bool = Field(True, description="With more than one GPU worker, synchronize BatchNorm across "
+                                 "them (torch's SyncBatchNorm), so that each normalizes over the global batch as one "
+                                 "worker would. CPU workers always normalize over their own part of the batch.")
     max_failures: int = Field(3, ge=-1, description="Times Ray Train restarts the worker group after a worker dies "
                               "(a preempted node, an OOM-killed process); it continues from the last checkpoint. "
                               "-1: no limit. A loop running in the driver process (`scaling.in_process`) cannot "

@@ -57,8 +57,11 @@ class ProgressTracker:
         """Where a worker runs (the latest attempt's placement)."""
         self.now.workers[rank] = node_id
 
-    def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
-        self.now.epoch, self.now.step, self.now.steps, self.now.loss = epoch, step, steps, loss
+    def step(self, epoch: int, step: int, steps: int, loss: float | None) -> None:
+        """Where rank 0 is; `loss` is the epoch's running loss as last read from the device (None: not yet)."""
+        self.now.epoch, self.now.step, self.now.steps = epoch, step, steps
+        if loss is not None:
+            self.now.loss = loss
         if self.now.first_step_at is None:
             self.now.first_step_at = time.time()
 
@@ -78,3 +81,42 @@ class ProgressTracker:
     def poll(self) -> Snapshot:
         """Everything so far."""
         return self.now
+
+
+class Reporter:
+    """What a worker tells the driver's `ProgressTracker`: from every rank, where it runs and an error a restart
+    would only repeat; from rank 0 only, the steps, epochs and probe results (nothing on the other ranks). Without a
+    tracker (a search's trials, which report to Tune) it does nothing."""
+
+    def __init__(self, tracker: Any, rank: int) -> None:
+        self.tracker, self.rank = tracker, rank
+        self.lead = tracker is not None and rank == 0
+
+    def placed(self, node_id: str) -> None:
+        if self.tracker is not None:
+            self.tracker.placed.remote(self.rank, node_id)
+
+    def fatal_error(self) -> str | None:
+        """The error an earlier attempt of this run hit, which a restart would only repeat (see `fatal`)."""
+        return ray.get(self.tracker.fatal_error.remote()) if self.tracker is not None else None
+
+    def fatal(self, message: str) -> None:
+        """Record an error a restart would only repeat, so that a restarted worker group returns at once."""
+        if self.tracker is not None:
+            ray.get(self.tracker.fatal.remote(message))
+
+    def started(self, from_epoch: int | None, passed: list[str], rows: list[dict[str, Any]]) -> None:
+        if self.lead:
+            ray.get(self.tracker.started.remote(from_epoch, passed, rows))
+
+    def step(self, epoch: int, step: int, steps: int, loss: float | None) -> None:
+        if self.lead:  # not waited for: a note for the live view
+            self.tracker.step.remote(epoch, step, steps, loss)
+
+    def epoch(self, metrics: dict[str, Any]) -> None:
+        if self.lead:  # waited for: the driver's last poll, once fit() returns, must find this epoch
+            ray.get(self.tracker.epoch.remote(metrics))
+
+    def probed(self, measured: dict[str, Any]) -> None:
+        if self.lead:
+            ray.get(self.tracker.probed.remote(measured))

@@ -34,7 +34,7 @@ def reopen(ref: str, job: JobSpec | None, *, overrides: list[str] | tuple[str, .
         if summary is None:
             raise JobError(f"{ref}: incomplete run folder ({found.problem}); start it again with "
                            f"cnnjobs submit {found.file(layout.JOB)}")
-        raise JobError(f"{ref}: a search; continue it with cnnjobs tune {found.file(layout.JOB)} --resume {ref}")
+        raise JobError(f"{ref}: a search; continue it with cnnjobs tune --resume {ref}")
     if summary.status == "succeeded":
         raise JobError(f"{ref}: the run finished already (succeeded at epoch {summary.epochs_run}); nothing to "
                        f"resume. To train again: cnnjobs submit {found.file(layout.JOB)}")

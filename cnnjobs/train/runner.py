@@ -21,7 +21,7 @@ import ray
 import ray.data
 import ray.train
 import torch
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from cnnjobs.data.pipeline import TrainingData, build_datasets, normalization, stream_limits
 from cnnjobs.data.shards import Manifest, skipped_csv
@@ -32,8 +32,10 @@ from cnnjobs.run.folder import RunDir, utc_now
 from cnnjobs.run.lifecycle import run_lifecycle
 from cnnjobs.run.summary import DataFacts, Restart, Timing, TrainSummary
 from cnnjobs.spec import JobSpec
+from cnnjobs.train import collectives
+from cnnjobs.train.epoch import StopRequested
 from cnnjobs.train.launch import Launch, launch
-from cnnjobs.train.loop import LoopConfig, StopRequested, train_loop
+from cnnjobs.train.loop import LoopConfig, train_loop
 from cnnjobs.train.progress import ProgressTracker, Snapshot
 from cnnjobs.train.timing import PARTS, verdict
 
@@ -113,6 +115,7 @@ def build_trainer(loop: LoopConfig, data: TrainingData, run: RunDir, use_gpu: bo
     return TorchTrainer(
         train_loop,
         train_loop_config={"loop": loop},
+        torch_config=TorchConfig(backend=collectives.backend_for(use_gpu)),
         scaling_config=ray.train.ScalingConfig(num_workers=0 if loop.in_process else job.scaling.num_workers,
                                                use_gpu=use_gpu, resources_per_worker=resources,
                                                placement_strategy=job.scaling.placement.upper()),

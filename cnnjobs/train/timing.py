@@ -2,8 +2,11 @@
 
 Every training step splits into waiting for the next batch (`wait`), computing it (forward, backward, optimizer
 step: `compute`) and talking to the other workers or the driver (gradient all-reduce happens inside backward and
-counts as compute; the per-epoch reductions and Ray's report barrier count as `sync`). On a GPU the clock is read
-after `torch.cuda.synchronize()`, so asynchronous kernels are charged to the step that launched them.
+counts as compute; the per-epoch reductions and Ray's report barrier count as `sync`). `wait` is the host's time
+blocked on the data iterator. On a GPU `compute` is the device's own time for each step, measured by CUDA events
+recorded around it and read once per epoch (`take`): the host never waits for the device inside a step. A GPU
+busier than the data is fast shows as compute (the host runs ahead until the device's queue is full), a GPU
+starved of data as wait.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, TypeVar
 
 import torch
 
@@ -27,6 +30,7 @@ class StepTimer:
 
     device: torch.device
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PARTS, 0.0))
+    _events: list[tuple[str, Any, Any]] = field(default_factory=list)  # (part, start, end) CUDA events
 
     def timed_batches(self, batches: Iterable[T]) -> Iterator[T]:
         """`batches`, charging the time spent getting each one to `wait`."""
@@ -43,17 +47,30 @@ class StepTimer:
 
     @contextmanager
     def part(self, name: str) -> Iterator[None]:
-        """Charge the block's time to `name` (waiting for the GPU to finish what it launched)."""
+        """Charge the block's time to `name`: on a GPU the device's time between two events (no waiting), on the
+        CPU the wall clock."""
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            try:
+                yield
+            finally:
+                end.record()
+                self._events.append((name, start, end))
+            return
         started = time.perf_counter()
         try:
             yield
         finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
             self.seconds[name] += time.perf_counter() - started
 
     def take(self) -> dict[str, float]:
-        """The seconds so far, and start counting again."""
+        """The seconds so far, and start counting again (on a GPU: waits for the device once, to read the events)."""
+        if self._events:
+            self._events[-1][2].synchronize()
+            for name, start, end in self._events:
+                self.seconds[name] += start.elapsed_time(end) / 1000
+            self._events.clear()
         taken, self.seconds = self.seconds, dict.fromkeys(PARTS, 0.0)
         return taken
 

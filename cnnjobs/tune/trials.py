@@ -11,7 +11,9 @@ from typing import Any, Callable
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
+from cnnjobs import storage
 from cnnjobs.metrics import is_better, rank_key
+from cnnjobs.run import layout
 from cnnjobs.run.folder import RunDir
 from cnnjobs.spec import JobSpec
 
@@ -118,9 +120,22 @@ class Tracker(tune.Callback):
         self.run.write_trials(results_csv(self.ranked(), self.keys))
 
 
-def rows_from_grid(grid: tune.ResultGrid, job: JobSpec, live: list[TrialRow]) -> list[TrialRow]:
-    """Every trial of the search, from Tune's records (they include trials finished before a --resume);
-    trials that never started have no record there and come from the `live` rows."""
+def epoch_rows(reported: list[dict[str, Any]], trial_location: str) -> list[dict[str, Any]]:
+    """A trial's epochs, one row each in order: what Tune recorded of its reports, completed by the rows its
+    newest checkpoint carries (Tune's record of a trial misses the epochs reported after its last save when the
+    search's driver was killed). A later report of an epoch (trained again after a resume) wins."""
+    from cnnjobs.run.checkpoints import resumable
+
+    by_epoch = {int(row["epoch"]): row for row in resumable(trial_location, [])[1]}
+    by_epoch.update({int(row["epoch"]): row for row in reported if row.get("epoch") == row.get("epoch")
+                     and row.get("epoch") is not None})  # (NaN: a report without an epoch)
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def rows_from_grid(grid: tune.ResultGrid, job: JobSpec, live: list[TrialRow],
+                   run_location: str) -> list[TrialRow]:
+    """Every trial of the search, from Tune's records (they include trials finished before a --resume) and the
+    trials' checkpoints; trials that never started have no record there and come from the `live` rows."""
     metric, mode = job.tune_metric
     rows = []
     for result in grid:
@@ -129,7 +144,8 @@ def rows_from_grid(grid: tune.ResultGrid, job: JobSpec, live: list[TrialRow]) ->
         row = TrialRow(result.metrics.get("trial_id") or os.path.basename(result.path.rstrip("/")), "pending",
                        {k: result.config.get(k) for k in job.tune.space})
         frame = result.metrics_dataframe
-        for record in (frame.to_dict("records") if frame is not None else []):
+        for record in epoch_rows(frame.to_dict("records") if frame is not None else [],
+                                 storage.join(run_location, layout.TRIALS, row.trial)):
             row.add(record, metric, mode)
         if result.error is not None:
             row.status = "error"

@@ -68,17 +68,18 @@ def _trial(config: dict[str, Any], *, raw: dict, manifest: Manifest, data: Train
     build_trainer(loop, data, run, use_gpu, callbacks=[TuneReportCallback()]).fit()
 
 
-def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallback | None = None,
-           resume: str | None = None) -> TuneResult:
-    """Run the search in `job.tune` (or continue the interrupted one in run folder / run id `resume`).
+def search(job: JobSpec | None, *, address: str | None = None, on_progress: TrialsCallback | None = None,
+           resume: str | None = None, root: str = "runs") -> TuneResult:
+    """Run the search in `job.tune`, or continue the interrupted one in run folder `resume` (or a run id under
+    `root`, or under the job's `output.dir` when a job is given) with the job it was started with.
 
     Raises `JobError` for bad input and `TrainingFailed` when the search itself fails.
     """
     previous = None
     if resume is not None:
-        found, job, previous = _reopen(resume, job)
-    elif job.tune is None:
-        raise JobError(f"{job.source}: no `tune:` section to search (see jobs/arch_search.yaml)")
+        found, job, previous = _reopen(resume, job, root)
+    elif job is None or job.tune is None:
+        raise JobError(f"{job.source if job else 'tune'}: no `tune:` section to search (see jobs/arch_search.yaml)")
     notify = on_progress or (lambda *args: None)
     with launch(job, address, lambda phase: notify(phase, [])) as launched:
         manifest = launched.manifest
@@ -100,7 +101,7 @@ def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallb
                 final.epochs_run = sum(row.epochs for row in rows)
                 final.trials_stopped_early = sum(row.status == "stopped" for row in rows)
 
-        resume_command = f"cnnjobs tune {run.path(layout.JOB)} --resume {run.location}"
+        resume_command = f"cnnjobs tune --resume {run.location}"
         with run_lifecycle(run, summary, resume=resume_command, finish=finish):
             plan = plan_concurrency(job, ray.cluster_resources(), launched.use_gpu)
             summary.use_gpu, summary.concurrency, summary.concurrency_reason = launched.use_gpu, plan.trials, \
@@ -115,7 +116,7 @@ def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallb
             out_of_time = job.tune.time_budget_s and time.time() - started >= job.tune.time_budget_s
             unfinished = any(status not in ("TERMINATED", "ERROR") for status in tracker.statuses.values())
             interrupted = unfinished and not out_of_time
-            rows[:] = rows_from_grid(grid, job, tracker.ranked())
+            rows[:] = rows_from_grid(grid, job, tracker.ranked(), run.location)
             for result in grid:  # `tensorboard --logdir <run>/trials` shows every trial
                 if result.metrics_dataframe is not None and result.metrics:
                     write_epochs(storage.join(run.location, layout.TRIALS, result.metrics["trial_id"],
@@ -126,8 +127,12 @@ def search(job: JobSpec, *, address: str | None = None, on_progress: TrialsCallb
                 if status in ("RUNNING", "PENDING", "PAUSED"):
                     row.status = status.lower()
             run.write_trials(results_csv(rows, list(job.tune.space)))
+            unfinished_rows = [row.trial for row in rows if row.status in ("pending", "running")]
             if interrupted:  # Tune caught the Ctrl-C itself and returned
                 summary.status = "interrupted"
+            elif unfinished_rows:  # never called a success: a trial neither finished nor was stopped
+                raise RuntimeError(f"{len(unfinished_rows)} trial(s) did not finish ({', '.join(unfinished_rows)}); "
+                                   f"continue with {resume_command}")
             elif grid.errors and all(row.best is None for row in rows):
                 raise RuntimeError(f"every trial failed; the first: {str(grid.errors[0]).strip().splitlines()[0]}")
             else:
@@ -149,9 +154,9 @@ def _tune_console_off() -> Iterator[None]:
             os.environ["RAY_AIR_NEW_OUTPUT"] = saved
 
 
-def _reopen(ref: str, job: JobSpec) -> tuple[Any, JobSpec, TuneSummary]:
+def _reopen(ref: str, job: JobSpec | None, root: str) -> tuple[Any, JobSpec, TuneSummary]:
     """The run folder of an interrupted search, the job it was started with, and its summary so far."""
-    found = find_run(ref, job.output.dir)
+    found = find_run(ref, job.output.dir if job is not None else root)
     if not isinstance(found.summary, TuneSummary):
         raise JobError(f"{ref}: not a search ({found.problem or f'kind {found.summary.kind}'})")
     if found.summary.status == "succeeded":
@@ -159,7 +164,7 @@ def _reopen(ref: str, job: JobSpec) -> tuple[Any, JobSpec, TuneSummary]:
     if not found.has(layout.TUNE_EXPERIMENT):
         raise JobError(f"{ref}: no Tune state in {found.file(layout.TUNE_EXPERIMENT)}; cannot resume")
     saved = found.job()
-    if saved.tune != job.tune:
+    if job is not None and saved.tune != job.tune:
         log.warning("resuming with the tune: section saved in %s, not the one in the job file", found.path)
     return found, saved, found.summary
 

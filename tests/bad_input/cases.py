@@ -265,8 +265,8 @@ CASES: list[Case] = [
          "nope", args=("submit", "--resume", "nope", "--dir", "{ws}/runs"), file="{ws}/runs"),
     Case("resume_succeeded_run", "runs", RUN + ": the run finished already (succeeded at epoch 2); nothing to resume. "
          "To train again: cnnjobs submit " + RUN + "/job.yaml", RUN, args=("submit", "--resume", RUN), file=RUN),
-    Case("resume_search", "runs", SEARCH_RUN + ": a search; continue it with cnnjobs tune " + SEARCH_RUN
-         + "/job.yaml --resume " + SEARCH_RUN, SEARCH_RUN, args=("submit", "--resume", SEARCH_RUN), make=search_run,
+    Case("resume_search", "runs", SEARCH_RUN + ": a search; continue it with cnnjobs tune --resume " + SEARCH_RUN,
+         SEARCH_RUN, args=("submit", "--resume", SEARCH_RUN), make=search_run,
          file=SEARCH_RUN),
     Case("export_missing_run", "runs", "nope: no such run (not a run folder, and no run id 'nope' under {ws}/runs/)",
          "nope", args=("export", "nope", "--format", "torchscript", "--dir", "{ws}/runs"), file="{ws}/runs"),

@@ -101,9 +101,13 @@ def warm_env(tmp_path):
 
 
 def test_a_warm_instance_serves_plan_and_submit_until_down(warm_env, write_job):
+    before = _ray_processes()
     up = _last_json(cnnjobs("up", "--json", env=warm_env))
     assert up["started"] is True and up["address"].startswith("127.0.0.1:")
     assert _last_json(cnnjobs("up", "--json", env=warm_env))["started"] is False  # one instance, reused
+    from cnnjobs.leftovers import orphans
+
+    assert orphans() == [], "the warm instance (its starter, `ray start`, is gone) is not a dead driver's"
     temp_dir = warm_env["TMPDIR"]
     ray_pids = {p.pid for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])}
     found = _listening(ray_pids)
@@ -128,4 +132,35 @@ def test_a_warm_instance_serves_plan_and_submit_until_down(warm_env, write_job):
     done = cnnjobs("down", env=warm_env)
     assert done.returncode == 0 and "stopped the local Ray instance" in done.stdout
     assert not ray_pids & {p.pid for p in psutil.process_iter(["status"]) if p.info["status"] != psutil.STATUS_ZOMBIE}
+    assert _ray_processes() == before, "down leaves none of the instance's processes (agents, client server)"
     assert "no local Ray instance" in cnnjobs("down", env=warm_env).stdout
+
+
+def _ray_processes() -> set[int]:
+    from cnnjobs.leftovers import _ray_processes
+
+    return {process.pid for process in _ray_processes()}
+
+
+def test_a_killed_drivers_instance_does_not_outlive_the_next_command(write_job, tmp_path):
+    """`kill -9` of a driver that started its own instance leaves Ray's dashboard and runtime-env agents running
+    (Ray 2.60), listening on 127.0.0.1; the next command that starts an instance stops them first, and the resumed
+    run leaves nothing behind either."""
+    from cnnjobs.leftovers import orphans
+
+    before = _ray_processes()
+    job = write_job({"train.epochs": 4, "train.checkpoint_every": 1, "scaling.in_process": True})
+    killed = subprocess.run([sys.executable, "-m", "tests.crash", "ahead:3", "--", "submit", str(job)], cwd=REPO,
+                            env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    time.sleep(3)  # what dies with the driver has died
+    left = orphans()
+    assert left and {p.name() for p in left} <= {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}, left
+    (run,) = (tmp_path / "runs" / "digits_lenet").iterdir()
+    resumed = cnnjobs("submit", "--resume", str(run), "--json", env=cli_env())
+    assert _last_json(resumed)["status"] == "succeeded"
+    assert not any(p.is_running() for p in left), "the killed run's agents were stopped"
+    deadline = time.time() + 30  # the resumed run's own instance stops once it has ended
+    while _ray_processes() != before and time.time() < deadline:
+        time.sleep(0.5)
+    assert _ray_processes() == before and orphans() == []

@@ -22,7 +22,7 @@ from cnnjobs.run import checkpoints, layout
 from cnnjobs.run.find import load_run
 from cnnjobs.run.folder import RunDir, utc_now
 from cnnjobs.run.summary import TrainSummary
-from cnnjobs.train import loop
+from cnnjobs.train import epoch as training
 from cnnjobs.train.resume import reopen
 
 
@@ -34,7 +34,7 @@ def _job(write_job, epochs: int, **changes):
 def _poison(monkeypatch, make_error, after_validations: int) -> None:
     """Make the training loss fail once the loop has validated `after_validations` times: at the first step of
     epoch `after_validations + 1` (validation runs without gradients, training with them)."""
-    real = loop.task_loss
+    real = training.task_loss
     seen = {"validations": 0, "in_validation": False}
 
     def task_loss(*args, **kwargs):
@@ -47,7 +47,7 @@ def _poison(monkeypatch, make_error, after_validations: int) -> None:
             return make_error(loss)
         return loss
 
-    monkeypatch.setattr(loop, "task_loss", task_loss)
+    monkeypatch.setattr(training, "task_loss", task_loss)
 
 
 def _epochs(run: Path) -> list[int]:

@@ -17,7 +17,7 @@ def test_tally_metrics_match_sklearn_per_task_and_combined():
     logits = {"article": torch.tensor(rng.normal(size=(60, 8)), dtype=torch.float32),
               "gender": torch.tensor(rng.normal(size=(60, 1)), dtype=torch.float32)}  # one sigmoid logit
     labels = {"article": torch.tensor(rng.integers(0, 8, 60)), "gender": torch.tensor(rng.integers(0, 2, 60))}
-    tally = Tally.empty({"article": 8, "gender": 2})
+    tally = Tally({"article": 8, "gender": 2})
     for part in (slice(0, 25), slice(25, 60)):  # two batches of different sizes
         tally.add({t: v[part] for t, v in logits.items()}, {t: v[part] for t, v in labels.items()},
                   {"article": torch.tensor(2.0), "gender": torch.tensor(0.5)})

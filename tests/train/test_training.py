@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from cnnjobs.models import build_model
-from cnnjobs.train.loop import seed_everything
 from cnnjobs.train.runner import submit
+from cnnjobs.train.seeds import seed_everything
 from tests.conftest import seeded_job, stand_in
 from tests.evaluate import saved_model_counts
 
