@@ -85,19 +85,24 @@ def orphans() -> list[psutil.Process]:
     return found
 
 
-def stop_orphans() -> int:
-    """Stop the orphans (SIGTERM, then SIGKILL for those that ignore it); returns how many there were."""
-    found = orphans()
-    for process in found:
+def stop(processes: list[psutil.Process], grace_s: float = GRACE_S) -> None:
+    """SIGTERM, then SIGKILL for those still running after `grace_s` (Ray's agents ignore SIGTERM)."""
+    for process in processes:
         try:
             process.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(found, timeout=GRACE_S)
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
     for process in alive:
         try:
             process.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=GRACE_S)
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+def stop_orphans() -> int:
+    """Stop the orphans; returns how many there were."""
+    found = orphans()
+    stop(found)
     return len(found)

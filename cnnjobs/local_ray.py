@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cnnjobs.errors import JobError
-from cnnjobs.leftovers import stop_orphans
+from cnnjobs.leftovers import stop, stop_orphans
 from cnnjobs.localhost import LOOPBACK, local_cpus, loopback_env
 
 STATE = Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "cnnjobs" / "local_ray.json"
@@ -76,18 +76,7 @@ def down(grace_s: float = 10.0) -> bool:
     record = STATE.is_file()
     STATE.unlink(missing_ok=True)
     processes = [p for p in psutil.process_iter(["cmdline"]) if TEMP_DIR in " ".join(p.info["cmdline"] or [])]
-    for process in processes:
-        try:
-            process.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(processes, timeout=grace_s)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace_s)
+    stop(processes, grace_s)
     stop_orphans()  # what does not name the temporary folder: the agents (their names rewritten), the client server
     shutil.rmtree(TEMP_DIR, ignore_errors=True)
     return record or bool(processes)
