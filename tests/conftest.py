@@ -69,6 +69,17 @@ def s3_server():
 
 
 @pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One MLflow tracking server for the session (`mlflow server`, SQLite store, on 127.0.0.1)."""
+    from tests.mlflow_server import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def ray_cluster(s3_server) -> dict[str, str]:
     """Start Ray once per test session (starting it costs ~10 s); yields its GCS and dashboard addresses. Started
     after the S3 server, so that its workers have the variables that reach the bucket."""

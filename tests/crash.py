@@ -37,12 +37,15 @@ def hook(point: str) -> None:
 
         held = int(point.split(":")[1])
 
-        def record(tracker: Any, run: Any, rows: list[dict[str, Any]], timeout: float | None = None) -> Any:
+        def record(tracker: Any, run: Any, rows: list[dict[str, Any]], timeout: float | None = None,
+                   tracking: Any = None) -> Any:
             snapshot = ray.get(tracker.poll.remote(), timeout=timeout)
             kept = [row for row in snapshot.epochs if int(row["epoch"]) < held]
             if kept != rows:
                 rows[:] = kept
                 run.write_metrics(rows)
+                if tracking is not None:
+                    tracking.epochs(rows)
             if any(c.endswith(layout.checkpoint_dir(held)) for c in checkpoints.in_run(run.location)):
                 die()
             return snapshot

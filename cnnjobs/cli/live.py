@@ -35,6 +35,10 @@ class LiveProgress:
     def __exit__(self, *exc: Any) -> None:
         self.live.__exit__(*exc)
 
+    def warn(self, text: str) -> None:
+        """A line above the live view, kept on screen (e.g. the tracking server not answering)."""
+        self.live.console.print(Text(text, style="yellow"))
+
     def __call__(self, phase: str, snapshot: Snapshot | None, rows: list[dict[str, Any]]) -> None:
         self.status.plain = f"[{phase}]" if phase != "training" else ""
         if snapshot is not None:
@@ -69,6 +73,10 @@ class LiveTrials:
 
     def __exit__(self, *exc: Any) -> None:
         self.live.__exit__(*exc)
+
+    def warn(self, text: str) -> None:
+        """A line above the live view, kept on screen."""
+        self.live.console.print(Text(text, style="yellow"))
 
     def __call__(self, phase: str, rows: list[Any]) -> None:
         from cnnjobs.tune.trials import records

@@ -80,6 +80,17 @@ class Timing(_Model):
     verdict: str | None = None
 
 
+class MlflowFacts(_Model):
+    """Where a run is tracked in MLflow, and what of it the tracking server has not received."""
+
+    tracking_uri: str | None = None  # None: MLflow's default
+    experiment: str
+    experiment_id: str | None = None
+    run_id: str | None = None  # a `--resume` continues this MLflow run
+    unsent_epochs: list[int] = Field(default_factory=list)  # epochs the server did not get (sent by a `--resume`)
+    error: str | None = None  # why, when the server did not answer at the end
+
+
 class _Common(_Model):
     schema_version: int = SCHEMA_VERSION
     job: str
@@ -99,6 +110,7 @@ class _Common(_Model):
     error: str | None = None
     resume: str | None = None  # the command that continues an interrupted run
     data: DataFacts | None = None
+    mlflow: MlflowFacts | None = None  # tracked in MLflow (output.mlflow or MLFLOW_TRACKING_URI)
 
 
 class TrainSummary(_Common):

@@ -24,14 +24,14 @@ from cnnjobs.spec.data import (
 from cnnjobs.spec.job import JobSpec, cross_checks, task_problems
 from cnnjobs.spec.loader import apply_values, load_job, parse_override, validate_job
 from cnnjobs.spec.model import HeadSpec, ModelSpec
-from cnnjobs.spec.scaling import OutputSpec, ScalingSpec
+from cnnjobs.spec.scaling import MlflowSpec, OutputSpec, ScalingSpec
 from cnnjobs.spec.train import CosineSchedule, EarlyStoppingSpec, PlateauSchedule, StepSchedule, TrainSpec
 from cnnjobs.spec.tune import TUNABLE, Dimension, TuneSpec
 
 __all__ = [
     "AffineSpec", "AugmentSpec", "BuiltinSource", "ColorJitterSpec", "CosineSchedule", "CsvSource", "DataSpec",
     "Dimension", "Download", "EarlyStoppingSpec", "ErasingSpec", "FilenameSource", "HeadSpec", "ImageFolderSource",
-    "JobSpec", "MnistSource", "ModelSpec", "OutputSpec", "ParquetSource", "PlateauSchedule", "ResizedCropSpec",
-    "ScalingSpec", "SplitSpec", "StepSchedule", "TUNABLE", "TrainSpec", "TuneSpec", "apply_values", "cross_checks",
-    "load_job", "parse_override", "task_problems", "validate_job",
+    "JobSpec", "MlflowSpec", "MnistSource", "ModelSpec", "OutputSpec", "ParquetSource", "PlateauSchedule",
+    "ResizedCropSpec", "ScalingSpec", "SplitSpec", "StepSchedule", "TUNABLE", "TrainSpec", "TuneSpec", "apply_values",
+    "cross_checks", "load_job", "parse_override", "task_problems", "validate_job",
 ]

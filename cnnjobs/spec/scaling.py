@@ -1,4 +1,4 @@
-"""The `scaling:` and `output:` sections: how many workers on what hardware, and where runs are written."""
+"""The `scaling:` and `output:` sections: how many workers on what hardware, and where runs are written and tracked."""
 
 from __future__ import annotations
 
@@ -27,8 +27,20 @@ class ScalingSpec(Section):
         "`train.max_failures` can restart.")
 
 
+class MlflowSpec(Section):
+    """Tracking in MLflow: every run (and every trial of a search, nested under it) in a tracking server."""
+
+    tracking_uri: str | None = Field(None, description="The tracking server, e.g. `http://mlflow.example:5000` "
+                                     "(default: the `MLFLOW_TRACKING_URI` environment variable).")
+    experiment: str | None = Field(None, description="The MLflow experiment (created when missing; default: the "
+                                   "job's name).")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags added to every MLflow run of the job.")
+
+
 class OutputSpec(Section):
-    """Where runs are written."""
+    """Where runs are written (and tracked)."""
 
     dir: str = Field("runs", description="Runs go to `<dir>/<job name>/<run id>/`; a local path or an "
                      "s3:// / gs:// URI (needed for multi-node clusters).")
+    mlflow: MlflowSpec | None = Field(None, description="Track the runs in MLflow (off by default; "
+                                      "`MLFLOW_TRACKING_URI` in the environment turns it on too).")

@@ -20,6 +20,7 @@ from cnnjobs import storage
 from cnnjobs.checks import check_cluster, check_machine, check_storage, check_tasks, check_weights, located
 from cnnjobs.data.shards import RAY_MIN_IMAGES, Manifest, plan_shards
 from cnnjobs.errors import JobError
+from cnnjobs.results.tracking import check_client
 from cnnjobs.session import RaySession, ray_session
 from cnnjobs.spec import JobSpec
 
@@ -41,6 +42,7 @@ def launch(job: JobSpec, address: str | None = None,
     when this started it."""
     with located(job):
         check_storage(job)  # a missing bucket or refused credentials stop here, before anything is written
+        check_client(job)  # tracking asked for without the MLflow client
         notify("listing data")
         plan = plan_shards(job.data)  # a missing path or a bad table stops here, before Ray starts
         check_tasks(job, plan.tasks)

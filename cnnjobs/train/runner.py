@@ -27,6 +27,7 @@ from cnnjobs.data.pipeline import TrainingData, build_datasets, normalization, s
 from cnnjobs.data.shards import Manifest, skipped_csv
 from cnnjobs.results.epochs import summarize_epochs
 from cnnjobs.results.pictures import draw
+from cnnjobs.results.tracking import Tracking
 from cnnjobs.run import checkpoints, layout
 from cnnjobs.run.folder import RunDir, utc_now
 from cnnjobs.run.lifecycle import run_lifecycle
@@ -182,6 +183,8 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
         rows = list(earlier)  # every epoch so far, as metrics.csv holds them
         snapshot = Snapshot()
 
+        tracking = Tracking.start(job, run, summary, launched.session.where, getattr(on_progress, "warn", None))
+
         def finish(final: TrainSummary) -> None:
             final.restarts = [*final.restarts, *[Restart(at=_iso(r["at"]), from_epoch=r["from_epoch"],
                                                          reason=r["reason"]) for r in snapshot.restarts]]
@@ -189,9 +192,12 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
             final.timing = _timing(rows)
             if rows:
                 run.write_metrics(rows)
+                if tracking is not None:
+                    tracking.epochs(rows)
                 draw(run.location, final, rows, job)
 
-        with run_lifecycle(run, summary, resume=f"cnnjobs submit --resume {run.location}", finish=finish):
+        with run_lifecycle(run, summary, resume=f"cnnjobs submit --resume {run.location}", finish=finish,
+                           tracking=tracking):
             notify("starting the training loop" if in_process else "starting workers", None, rows)
             tracker = ProgressTracker.remote(resuming=previous is not None, rows=earlier)
             stop = threading.Event() if in_process else None
@@ -199,7 +205,7 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
             loop = LoopConfig(job, manifest, tracker, data.kept, run.location, in_process, previous is not None, stop,
                               recorded=previous.recorded if previous else [])
             trainer = build_trainer(loop, data, run, launched.use_gpu)
-            snapshot = _fit_with_progress(trainer, tracker, run, rows, notify, stop)
+            snapshot = _fit_with_progress(trainer, tracker, run, rows, notify, stop, tracking)
             if snapshot.fatal:
                 raise RuntimeError(snapshot.fatal)
             summary.to_first_step_s = round(snapshot.first_step_at - submitted, 1) if snapshot.first_step_at else None
@@ -211,7 +217,8 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
 
 
 def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, rows: list[dict[str, Any]],
-                       notify: ProgressCallback, stop: threading.Event | None) -> Snapshot:
+                       notify: ProgressCallback, stop: threading.Event | None,
+                       tracking: Tracking | None = None) -> Snapshot:
     """Run `trainer.fit()` in a thread while polling the progress actor; epochs land in metrics.csv as they end.
     On Ctrl-C, or when the run folder's storage stops answering, a loop running in this process finishes its step
     and the error is raised here."""
@@ -232,7 +239,7 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, rows: l
                 ended = not thread.is_alive()  # read before polling: the last poll comes after fit() returned
                 if pressed.is_set() and not ended:
                     raise KeyboardInterrupt
-                snapshot = _record(tracker, run, rows)
+                snapshot = _record(tracker, run, rows, tracking=tracking)
                 notify("training", snapshot, rows)
                 if ended:
                     break
@@ -242,7 +249,7 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, rows: l
             thread.join()
         if isinstance(exc, KeyboardInterrupt):
             with contextlib.suppress(Exception):  # record the epochs that ended since the last poll
-                _record(tracker, run, rows, timeout=10)
+                _record(tracker, run, rows, timeout=10, tracking=tracking)
         raise
     if isinstance(outcome.get("error"), StopRequested):
         raise KeyboardInterrupt
@@ -251,12 +258,16 @@ def _fit_with_progress(trainer: TorchTrainer, tracker: Any, run: RunDir, rows: l
     return snapshot
 
 
-def _record(tracker: Any, run: RunDir, rows: list[dict[str, Any]], timeout: float | None = None) -> Snapshot:
-    """Poll the progress actor and write metrics.csv when its epochs changed since the last poll."""
+def _record(tracker: Any, run: RunDir, rows: list[dict[str, Any]], timeout: float | None = None,
+            tracking: Tracking | None = None) -> Snapshot:
+    """Poll the progress actor and write metrics.csv when its epochs changed since the last poll (and hand them
+    to the tracking server, when the run is tracked)."""
     snapshot = ray.get(tracker.poll.remote(), timeout=timeout)
     if snapshot.epochs != rows:
         rows[:] = snapshot.epochs
         run.write_metrics(rows)
+        if tracking is not None:
+            tracking.epochs(rows)
     return snapshot
 
 

@@ -73,8 +73,8 @@ def results_csv(rows: list[TrialRow], keys: list[str]) -> str:
 class Tracker(tune.Callback):
     """Follows the trials on the driver: live rows for the table, and `tune_results.csv` as trials end."""
 
-    def __init__(self, job: JobSpec, run: RunDir, notify: TrialsCallback) -> None:
-        self.job, self.run, self.notify = job, run, notify
+    def __init__(self, job: JobSpec, run: RunDir, notify: TrialsCallback, tracking: Any = None) -> None:
+        self.job, self.run, self.notify, self.tracking = job, run, notify, tracking  # tracking: MLflow's, or None
         self.metric, self.mode = job.tune_metric
         self.keys = list(job.tune.space)
         self.rows: dict[str, TrialRow] = {}
@@ -83,7 +83,7 @@ class Tracker(tune.Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (with this callback) into the experiment state; a restore installs a new one.
-        return {**self.__dict__, "notify": None, "rows": {}}
+        return {**self.__dict__, "notify": None, "rows": {}, "tracking": None}
 
     def row(self, trial: Any) -> TrialRow:
         if trial.trial_id not in self.rows:
@@ -102,15 +102,24 @@ class Tracker(tune.Callback):
         self.notify("tuning", self.ranked())
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.row(trial).add(result, self.metric, self.mode)
+        row = self.row(trial)
+        row.add(result, self.metric, self.mode)
+        if self.tracking is not None and "epoch" in result:
+            self.tracking.trial(row.trial).result(row.values, result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         row = self.row(trial)
         row.status = "done" if row.epochs >= self.job.train.epochs else "stopped"
-        self.save()
+        self.ended(row)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.row(trial).status = "error"
+        row = self.row(trial)
+        row.status = "error"
+        self.ended(row)
+
+    def ended(self, row: TrialRow) -> None:
+        if self.tracking is not None:
+            self.tracking.trial(row.trial).ended(row.values, row.status)
         self.save()
 
     def ranked(self) -> list[TrialRow]:

@@ -30,6 +30,7 @@ from cnnjobs.data.pipeline import TrainingData
 from cnnjobs.data.shards import Manifest
 from cnnjobs.errors import JobError
 from cnnjobs.results.tensorboard import write_epochs
+from cnnjobs.results.tracking import Tracking
 from cnnjobs.run import layout
 from cnnjobs.run.find import find_run
 from cnnjobs.run.folder import RunDir, utc_now
@@ -102,13 +103,14 @@ def search(job: JobSpec | None, *, address: str | None = None, on_progress: Tria
                 final.trials_stopped_early = sum(row.status == "stopped" for row in rows)
 
         resume_command = f"cnnjobs tune --resume {run.location}"
-        with run_lifecycle(run, summary, resume=resume_command, finish=finish):
+        tracking = Tracking.start(job, run, summary, launched.session.where, getattr(on_progress, "warn", None))
+        with run_lifecycle(run, summary, resume=resume_command, finish=finish, tracking=tracking):
             plan = plan_concurrency(job, ray.cluster_resources(), launched.use_gpu)
             summary.use_gpu, summary.concurrency, summary.concurrency_reason = launched.use_gpu, plan.trials, \
                 plan.reason
             run.write_summary(summary)
             notify(f"{plan.trials} trial(s) at a time: {plan.reason}", [])
-            tracker = Tracker(job, run, notify)
+            tracker = Tracker(job, run, notify, tracking)
             tuner = _tuner(job, manifest, run, plan, tracker, launched.use_gpu, restore=previous is not None)
             started = time.time()
             with _tune_console_off():

@@ -54,16 +54,19 @@ def reference(ray_cluster, cache_dir, tmp_path_factory):
     return summary, epochs(Path(summary["run_dir"])), env
 
 
-@pytest.mark.parametrize("point, in_process", [("start", True), ("ahead:3", True), ("ahead:3", False),
-                                               ("evaluation", True), ("pictures", True)])
+@pytest.mark.parametrize("point, in_process, tracked", [("start", True, False), ("ahead:3", True, True),
+                                                        ("ahead:3", False, False), ("evaluation", True, False),
+                                                        ("pictures", True, False)])
 def test_a_killed_driver_then_resume_ends_like_an_uninterrupted_run(reference, cache_dir, tmp_path, point,
-                                                                      in_process):
+                                                                      in_process, tracked, request):
     summary, rows, env = reference
     job = job_file(tmp_path, cache_dir)
-    if not in_process:  # the loop in a worker process: the checkpoint is uploaded by the worker
-        raw = yaml.safe_load(job.read_text())
-        raw["scaling"]["in_process"] = False
-        job.write_text(yaml.safe_dump(raw, sort_keys=False))
+    raw = yaml.safe_load(job.read_text())
+    raw["scaling"]["in_process"] = in_process  # False: the loop in a worker process, which uploads the checkpoint
+    if tracked:  # and in MLflow: the resumed run continues the same MLflow run, no epoch sent twice
+        server = request.getfixturevalue("mlflow_server")
+        raw["output"]["mlflow"] = {"tracking_uri": server.uri, "experiment": "killed"}
+    job.write_text(yaml.safe_dump(raw, sort_keys=False))
     killed = run("submit", str(job), env=env, crash=point)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "digits_lenet").iterdir()
@@ -79,15 +82,20 @@ def test_a_killed_driver_then_resume_ends_like_an_uninterrupted_run(reference, c
     assert final["status"] == "succeeded" and final["epochs_run"] == EPOCHS
     assert final["metrics"] == summary["metrics"] and final["best_epoch"] == summary["best_epoch"]
     assert (run_dir / "best_model.pt").exists() and (run_dir / "learning_curves.png").exists()
+    if tracked:
+        (tracked_run,) = server.runs("killed")
+        assert tracked_run.info.run_id == final["mlflow"]["run_id"] and tracked_run.info.status == "FINISHED"
+        assert server.steps(tracked_run.info.run_id, "val/acc") == list(range(1, EPOCHS + 1))
 
 
 def test_a_killed_search_resumes_without_its_job_file_and_leaves_no_trial_pending(ray_cluster, s3_server, cache_dir,
-                                                                                  tmp_path):
-    """On the bucket: the search's runs in the S3 server, `tune --resume` from there."""
+                                                                                  mlflow_server, tmp_path):
+    """On the bucket (the search's runs in the S3 server, `tune --resume` from there) and in MLflow (a parent run,
+    a nested run per trial)."""
     s3 = s3_server
     job = shift_seeds(yaml.safe_load((REPO / "jobs/arch_search.yaml").read_text()))
     job["data"]["cache_dir"] = cache_dir
-    job["output"] = {"dir": s3.uri("searches")}
+    job["output"] = {"dir": s3.uri("searches"), "mlflow": {"tracking_uri": mlflow_server.uri, "experiment": "search"}}
     job["train"]["epochs"] = 2
     job["tune"].update(num_samples=1, space={"model.arch": {"grid": ["lenet5", "cfl_cnn", "bn_cnn"]}},
                        scheduler="none")
@@ -107,3 +115,15 @@ def test_a_killed_search_resumes_without_its_job_file_and_leaves_no_trial_pendin
     assert sorted(row["model.arch"] for row in trials) == ["bn_cnn", "cfl_cnn", "lenet5"]
     assert [(row["status"], row["epochs"]) for row in trials] == [("done", "2")] * 3, trials
     assert summary["epochs_run"] == 6 and summary["best_trial"]["epochs"] == 2
+
+    runs = mlflow_server.runs("search")
+    (parent,) = [one for one in runs if "mlflow.parentRunId" not in one.data.tags]
+    assert parent.info.run_id == summary["mlflow"]["run_id"] and parent.info.status == "FINISHED"
+    artifacts = {item.path for item in mlflow_server.client().list_artifacts(parent.info.run_id)}
+    assert {"tune_results.csv", "best_job.yaml", "summary.json", "job.yaml"} <= artifacts
+    nested = [one for one in runs if one.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(one.data.params["model.arch"] for one in nested) == ["bn_cnn", "cfl_cnn", "lenet5"]
+    assert {one.data.tags["cnnjobs.trial"] for one in nested} == {row["trial"] for row in trials}
+    for one in nested:
+        assert one.info.status == "FINISHED" and one.data.tags["cnnjobs.stopped_early"] == "false"
+        assert mlflow_server.steps(one.info.run_id, "val/acc") == [1, 2], "each epoch once, across the kill"
