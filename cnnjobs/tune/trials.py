@@ -130,14 +130,18 @@ class Tracker(tune.Callback):
 
 
 def epoch_rows(reported: list[dict[str, Any]], trial_location: str) -> list[dict[str, Any]]:
-    """A trial's epochs, one row each in order: what Tune recorded of its reports, completed by the rows its
-    newest checkpoint carries (Tune's record of a trial misses the epochs reported after its last save when the
-    search's driver was killed). A later report of an epoch (trained again after a resume) wins."""
+    """A trial's epochs, one row each in order: what Tune recorded of its reports, its gaps filled by the rows its
+    newest checkpoint carries (Tune's record misses the epochs reported after its last save when the search's
+    driver was killed, and the trial then continued from a later checkpoint). Never beyond the last epoch Tune
+    recorded: a trial ASHA stopped may have trained an epoch more before it was stopped. A later report of an
+    epoch (trained again after a resume) wins."""
     from cnnjobs.run.checkpoints import resumable
 
-    by_epoch = {int(row["epoch"]): row for row in resumable(trial_location, [])[1]}
-    by_epoch.update({int(row["epoch"]): row for row in reported if row.get("epoch") == row.get("epoch")
-                     and row.get("epoch") is not None})  # (NaN: a report without an epoch)
+    recorded = {int(row["epoch"]): row for row in reported if row.get("epoch") == row.get("epoch")
+                and row.get("epoch") is not None}  # (NaN: a report without an epoch)
+    last = max(recorded, default=0)
+    by_epoch = {int(row["epoch"]): row for row in resumable(trial_location, [])[1] if int(row["epoch"]) <= last}
+    by_epoch.update(recorded)
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
