@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ray import tune
@@ -33,6 +33,7 @@ class TrialRow:
     best_epoch: int | None = None
     test_acc: float | None = None
     checkpoint: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # its epochs' metrics, when read back at the end
 
     def add(self, result: dict[str, Any], metric: str, mode: str) -> None:
         """Take one epoch's reported metrics."""
@@ -157,8 +158,9 @@ def rows_from_grid(grid: tune.ResultGrid, job: JobSpec, live: list[TrialRow],
         row = TrialRow(result.metrics.get("trial_id") or os.path.basename(result.path.rstrip("/")), "pending",
                        {k: result.config.get(k) for k in job.tune.space})
         frame = result.metrics_dataframe
-        for record in epoch_rows(frame.to_dict("records") if frame is not None else [],
-                                 storage.join(run_location, layout.TRIALS, row.trial)):
+        row.history = epoch_rows(frame.to_dict("records") if frame is not None else [],
+                                 storage.join(run_location, layout.TRIALS, row.trial))
+        for record in row.history:
             row.add(record, metric, mode)
         if result.error is not None:
             row.status = "error"

@@ -119,6 +119,12 @@ def search(job: JobSpec | None, *, address: str | None = None, on_progress: Tria
             unfinished = any(status not in ("TERMINATED", "ERROR") for status in tracker.statuses.values())
             interrupted = unfinished and not out_of_time
             rows[:] = rows_from_grid(grid, job, tracker.ranked(), run.location)
+            if tracking is not None:  # what a killed driver had not sent yet: each trial's epochs, once each
+                for row in rows:
+                    for epoch in row.history:
+                        tracking.trial(row.trial).result(row.values, epoch)
+                    if row.status in ("done", "stopped", "error"):
+                        tracking.trial(row.trial).ended(row.values, row.status)
             for result in grid:  # `tensorboard --logdir <run>/trials` shows every trial
                 if result.metrics_dataframe is not None and result.metrics:
                     write_epochs(storage.join(run.location, layout.TRIALS, result.metrics["trial_id"],
