@@ -26,7 +26,9 @@ from bench.common import ROOT, alternate, record
 CHILD = """
 import json, sys, time
 import ray
+import torch
 from cnnjobs.data.pipeline import build_datasets
+from cnnjobs.train.cache import SplitCache, blocks_of
 from cnnjobs.data.shards import prepare
 from cnnjobs.spec import DataSpec
 root, cache = sys.argv[1], sys.argv[2]
@@ -38,7 +40,9 @@ started = time.perf_counter()
 manifest, _ = prepare(spec)
 prepared = time.perf_counter() - started
 count = 0
-for batch in build_datasets(manifest).datasets["train"].iter_torch_batches(batch_size=64):
+train = build_datasets(manifest).datasets["train"]  # streamed: in_memory_bytes is 0
+for batch in SplitCache(keep=False, equal=True).batches(lambda: blocks_of(train, manifest.image_shape), 64,
+                                                        torch.device("cpu"), 0):
     count += len(batch["image"])
 total = time.perf_counter() - started
 written = sum(manifest.num_rows(split) for split in manifest.files)

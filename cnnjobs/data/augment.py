@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -116,11 +117,16 @@ def _warp(x: torch.Tensor, theta: torch.Tensor, fill: int | None) -> torch.Tenso
 
 
 def _flips(x: torch.Tensor, hflip: float, vflip: float, gen: torch.Generator) -> torch.Tensor:
+    """Flip the images the draws choose, and only those (the choice is made on the CPU, so which images to touch is
+    known without asking the device): a copy of the batch plus the chosen images' flip, instead of a flip and a
+    select over the whole batch."""
     n = len(x)
     for p, dim in ((hflip, 3), (vflip, 2)):
         if p:
-            chosen = to_device((torch.rand(n, generator=gen) < p).view(n, 1, 1, 1), x.device)
-            x = torch.where(chosen, x.flip(dim), x)
+            rows = np.flatnonzero((torch.rand(n, generator=gen) < p).numpy())  # host-side draws, read on the host
+            if len(rows):
+                index = to_device(torch.from_numpy(rows), x.device)
+                x = x.index_copy(0, index, x.index_select(0, index).flip(dim))
     return x
 
 

@@ -5,10 +5,12 @@ normalized floats on their own device (`to_model_input`), which on a GPU is free
 
 How a split reaches the workers depends on its size (`build_datasets`):
   - small (its pixels, once per worker, fit in the in-memory budget): read and decoded on the driver with pyarrow
-    and handed to Ray Data as blocks (`from_arrow`: no read tasks, nothing to schedule), or decoded by Ray Data
+    and handed to Ray Data as blocks (`from_blocks`: no read tasks, nothing to schedule), or decoded by Ray Data
     tasks and materialized when it is larger than `DRIVER_BYTES`; every worker reads it once and keeps it;
-  - large: streamed from the shards every epoch, in blocks of `BLOCK_BYTES`, at most `STREAM_STORE_BYTES` of
-    Ray's object store in flight, so memory stays flat however big the dataset is.
+  - large: streamed from the shards every epoch, one Ray Data task per shard file (`split_dataset`), in blocks of
+    `BLOCK_BYTES`, at most `STREAM_STORE_BYTES` of Ray's object store in flight per worker, so memory stays flat
+    however big the dataset is. The workers take whole blocks and shuffle them by the epoch's seed themselves
+    (`train/cache.py`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray.data
 import torch
-from ray.data.extensions import ArrowTensorArray
 
-from cnnjobs import storage
+from cnnjobs.data.reading import as_block, decode_images, read_shards, read_table
 from cnnjobs.data.shards import Manifest
+from cnnjobs.errors import JobError
 
 BLOCK_BYTES = 16 * 2**20  # decoded pixels per Ray Data block and per decode batch
 STREAM_STORE_BYTES = 16 * BLOCK_BYTES  # object store memory a streaming pass may hold per consumer
@@ -33,42 +34,28 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-def decode_images(batch: pa.Table, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
-    """Raw HWC bytes per row -> one uint8 array of shape (N, C, H, W); the label columns pass through.
-
-    The pixels are read in place from the Arrow column's data buffer (every value has the same length), so the
-    only copy is the HWC -> CHW transpose.
-    """
-    h, w, c = shape
-    column = batch.column("image").combine_chunks()  # a copy only when the batch spans several chunks
-    width = np.int64 if pa.types.is_large_binary(column.type) else np.int32
-    offsets = np.frombuffer(column.buffers()[1], dtype=width)[column.offset:column.offset + len(column) + 1]
-    raw = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-    out = {name: batch.column(name).to_numpy() for name in batch.column_names if name != "image"}
-    out["image"] = np.ascontiguousarray(raw.reshape(len(column), h, w, c).transpose(0, 3, 1, 2))
-    return out
-
-
 def split_dataset(manifest: Manifest, split: str) -> ray.data.Dataset:
-    """A lazy Ray Dataset of one split: `image` uint8 (N, C, H, W) and one `label_<task>` column per task."""
-    fs, _ = storage.resolve(manifest.location)
-    paths = [storage.resolve(path)[1] for path in manifest.paths(split)]
+    """A lazy Ray Dataset of one split: `image` uint8 (N, C, H, W) and one `label_<task>` column per task.
+
+    One Ray Data task per shard file reads it with pyarrow and decodes it (`reading.read_shards`, a module without
+    torch), through the storage layer (a local path or a URI). This is Ray Data's cheapest way in: `read_parquet`'s
+    read path costs ~1 s before a pass's first block (its planning and metadata tasks), the whole of a small epoch.
+    """
     columns = ["image", *(f"label_{task}" for task in manifest.tasks)]
-    image_bytes = int(np.prod(manifest.image_shape))
+    paths = manifest.paths(split)
     context = ray.data.DataContext.get_current()
     options = context.execution_options
     defaults = context.target_max_block_size, options.resource_limits, options.preserve_order
-    # Blocks of ~BLOCK_BYTES instead of Ray's default 128 MiB: a read task otherwise holds several shard files
-    # and their decoded copies at once (1.2 GiB per task at 150 px). And at most STREAM_STORE_BYTES in flight:
-    # by default Ray Data buffers up to half the object store, so memory grew with the dataset (BENCHMARKS.md,
-    # row 4). Blocks keep the shard order, or a run with several shard files could not repeat itself. The dataset
-    # keeps the context it was created with (a copy: setting it afterwards has no effect on this dataset).
+    # Blocks of ~BLOCK_BYTES instead of Ray's default 128 MiB, and at most STREAM_STORE_BYTES in flight: by default
+    # Ray Data buffers up to half the object store, so memory grew with the dataset (BENCHMARKS.md, row 4). Blocks
+    # keep the shard order, or a run with several shard files could not repeat itself. The dataset keeps the
+    # context it was created with (a copy: setting it afterwards has no effect on this dataset).
     context.target_max_block_size = BLOCK_BYTES
     options.resource_limits, options.preserve_order = stream_limits(), True
     try:
-        dataset = ray.data.read_parquet(paths, filesystem=fs, columns=columns, override_num_blocks=len(paths))
-        return dataset.map_batches(decode_images, fn_kwargs={"shape": manifest.image_shape}, batch_format="pyarrow",
-                                   batch_size=max(1, BLOCK_BYTES // image_bytes))
+        files = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=len(paths))
+        return files.map_batches(read_shards, fn_kwargs={"shape": manifest.image_shape, "columns": columns},
+                                 batch_size=1, batch_format="numpy")  # one file per task, one block out
     finally:
         context.target_max_block_size, options.resource_limits, options.preserve_order = defaults
 
@@ -93,19 +80,22 @@ class TrainingData:
 
 def driver_split(manifest: Manifest, split: str) -> ray.data.Dataset:
     """A small split read and decoded here, handed to Ray Data as in-memory blocks (no tasks at all)."""
-    fs, _ = storage.resolve(manifest.location)
     columns = ["image", *(f"label_{task}" for task in manifest.tasks)]
-    table = pq.read_table([storage.resolve(path)[1] for path in manifest.paths(split)], filesystem=fs,
-                          columns=columns)
+    tables = []
+    for path in manifest.paths(split):
+        try:
+            tables.append(read_table(path, columns))
+        except pa.ArrowInvalid as exc:  # a footer that does not read: a file changed since the manifest was written
+            raise JobError(f"data.cache_dir: {path} is not a readable shard ({str(exc).splitlines()[0][:120]}); write "
+                           "the shards again: cnnjobs data prepare JOB.yaml --force") from None
+    table = pa.concat_tables(tables)
     decoded = decode_images(table, manifest.image_shape)
     rows_per_block = max(1, BLOCK_BYTES // int(np.prod(manifest.image_shape)))
-    tables = [pa.table({"image": ArrowTensorArray.from_numpy(decoded["image"][start:start + rows_per_block]),
-                        **{name: pa.array(values[start:start + rows_per_block])
-                           for name, values in decoded.items() if name != "image"}})
+    blocks = [as_block({name: values[start:start + rows_per_block] for name, values in decoded.items()})
               for start in range(0, len(table), rows_per_block)]
     # from_blocks (exported by ray.data) reads each block's metadata here; from_arrow runs a task per block for it,
     # ~0.6 s per split on a 2-core machine whose workers have not imported Ray Data yet.
-    return ray.data.from_blocks(tables)
+    return ray.data.from_blocks(blocks)
 
 
 def build_datasets(manifest: Manifest, in_memory_bytes: int = 0, workers: int = 1) -> TrainingData:
@@ -144,5 +134,7 @@ def normalization(kind: Literal["dataset", "imagenet", "none"], manifest: Manife
 
 
 def to_model_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) on any device -> normalized float32; `mean`/`std` are (1, C, 1, 1) on that device."""
-    return (images.float() / 255 - mean) / std
+    """uint8 (N, C, H, W) on any device -> normalized float32, (x / 255 - mean) / std; `mean`/`std` are
+    (1, C, 1, 1) on that device. Computed as x * (1 / (255 std)) - mean / std, in place on one new tensor: three
+    passes over the batch instead of four, and one allocation instead of four."""
+    return images.float().mul_(1 / (255 * std)).sub_(mean / std)

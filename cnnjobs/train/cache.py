@@ -1,17 +1,25 @@
 """A worker's batches of one split, in an order that depends only on the epoch's seed, on the worker's device.
 
-Small splits (`build_datasets`) are kept: every worker reads the whole split from Ray Data once, in block order,
-and keeps it. Each pass then permutes the whole split with `torch.randperm` seeded by the epoch's seed (the same
-permutation on every worker) and the worker takes every `world`-th row from its rank on, as PyTorch's
-DistributedSampler does; validation and test are taken the same way, unpermuted, so the workers' parts hold every
-row exactly once. Later epochs start without Ray Data's fixed costs (~0.1 s per pass, as long as an epoch of
-LeNet-5 on the digits), and a run resumed at epoch k, or restarted after a worker died, sees exactly the batches
-an uninterrupted run saw, whatever the number of workers. Larger splits stream from Ray Data every epoch (the
-worker's part of a `streaming_split`), shuffled by a local buffer seeded per epoch.
+Ray Data hands a worker whole blocks of decoded rows (`iter_batches(batch_size=None)`, NumPy), in the order of the
+shard files; this module makes the batches.
+
+Small splits (`build_datasets`) are kept: every worker reads the whole split once, in block order, and keeps it.
+Each pass then permutes the whole split with `torch.randperm` seeded by the epoch's seed (the same permutation on
+every worker) and the worker takes every `world`-th row from its rank on, as PyTorch's DistributedSampler does;
+validation and test are taken the same way, unpermuted, so the workers' parts hold every row exactly once. Later
+epochs start without Ray Data's fixed costs, and a run resumed at epoch k, or restarted after a worker died, sees
+exactly the batches an uninterrupted run saw, whatever the number of workers.
+
+Larger splits stream from Ray Data every epoch (the worker's part of a `streaming_split`). A training pass
+permutes each block's rows with a generator seeded by the epoch's seed and the block's place in the pass, and
+batches run across block boundaries: a shuffle within a shard file's worth of rows (the files themselves hold the
+split in a seeded random order), at the cost of one gather per batch, where Ray Data's local shuffle buffer cost
+most of a small image's pass.
 
 On a GPU a kept split lives in GPU memory when it fits `GPU_SHARE` of the free memory, and batches are gathered
 there; otherwise it stays in pinned host memory, each batch is gathered into pinned memory and copied on a side
-stream while the previous batch computes. Either way the host never waits for the device.
+stream while the previous batch computes. Streamed batches are gathered into pinned memory and copied without
+waiting. Either way the host never waits for the device.
 
 A training batch of one row (the last one, when the rows do not divide by the batch size) would break BatchNorm in
 training mode (`Expected more than 1 value per channel`): it is folded into the batch before it.
@@ -19,11 +27,16 @@ training mode (`Expected more than 1 value per channel`): it is folded into the 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
+from cnnjobs.data.reading import block_view
+
 Batch = dict[str, torch.Tensor]
+Block = dict[str, np.ndarray]  # a Ray Data block of decoded rows (`data.reading.block_view`)
+_TORCH = {np.dtype(np.uint8): torch.uint8, np.dtype(np.int64): torch.int64, np.dtype(np.int32): torch.int32}
 MIN_TRAIN_ROWS = 2  # a training batch never has fewer rows (see the module's docstring)
 GPU_SHARE = 0.25  # of the GPU's free memory, for the kept splits' rows
 
@@ -57,6 +70,49 @@ def fold_runts(batches: Iterable[Batch]) -> Iterator[Batch]:
         yield held
 
 
+def blocks_of(source: Any, shape: tuple[int, int, int], prefetch: int = 1) -> Iterator[Block]:
+    """One pass over a Ray Dataset or a worker's DataIterator, as the blocks `SplitCache` takes: Ray Data's whole
+    blocks (`prefetch` fetched ahead), read without a copy (`block_view`)."""
+    for block in source.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=prefetch):
+        yield block_view(block, shape)
+
+
+def stream_batches(blocks: Iterable[Block], batch_size: int, device: torch.device,
+                   seed: int | None = None) -> Iterator[Batch]:
+    """Batches of `batch_size` rows from a pass's blocks, on `device`; with `seed`, each block's rows in an order
+    drawn from `seed` and the block's place in the pass. Batches span block boundaries; the last may be smaller."""
+    pending: list[tuple[Block, np.ndarray]] = []  # (block, the rows taken from it)
+    held = 0
+    for index, block in enumerate(blocks):
+        count = len(next(iter(block.values())))
+        order = np.random.default_rng([seed, index]).permutation(count) if seed is not None else np.arange(count)
+        start = 0
+        while start < count:
+            take = min(batch_size - held, count - start)
+            pending.append((block, order[start:start + take]))
+            held, start = held + take, start + take
+            if held == batch_size:
+                yield _gathered(pending, held, device)
+                pending, held = [], 0
+    if held:
+        yield _gathered(pending, held, device)
+
+
+def _gathered(parts: list[tuple[Block, np.ndarray]], rows: int, device: torch.device) -> Batch:
+    """The rows `parts` names, copied into one tensor per column (pinned memory, copied without waiting, on a GPU)."""
+    pinned = device.type == "cuda"
+    out: Batch = {}
+    for name in parts[0][0]:
+        first = parts[0][0][name]
+        column = torch.empty((rows, *first.shape[1:]), dtype=_TORCH[first.dtype], pin_memory=pinned)
+        target, offset = column.numpy(), 0
+        for block, index in parts:
+            np.take(block[name], index, axis=0, out=target[offset:offset + len(index)])
+            offset += len(index)
+        out[name] = column.to(device, non_blocking=True) if pinned else column
+    return out
+
+
 class SplitCache:
     """One split's batches: streamed every pass, or (when `keep`) read once and served from the worker's memory.
 
@@ -68,23 +124,25 @@ class SplitCache:
         self.keep, self.rank, self.world, self.equal = keep, rank, world, equal
         self.rows: Batch | None = None  # every column, all rows of the split (on the GPU, or pinned, or the CPU)
 
-    def batches(self, stream: Callable[[int | None], Iterable[Batch]], batch_size: int, device: torch.device,
+    def batches(self, stream: Callable[[], Iterable[Block]], batch_size: int, device: torch.device,
                 shuffle_seed: int | None = None) -> Iterator[Batch]:
         """Batches of `batch_size` rows (the last one may be smaller), on `device`.
 
-        `stream(seed)` iterates the split through Ray Data (shuffled by a local buffer when `seed` is given).
-        A kept split is streamed once, unshuffled, and then served in `torch.randperm(shuffle_seed)` order (or in
-        order without a seed, for evaluation).
+        `stream()` iterates the split's blocks through Ray Data. A streamed split is shuffled block by block by
+        `shuffle_seed` (none: in order, for evaluation); a kept split is streamed once and then served in
+        `torch.randperm(shuffle_seed)` order.
         """
         if not self.keep:
-            yield from (fold_runts(stream(shuffle_seed)) if self.equal else stream(shuffle_seed))
+            batches = stream_batches(stream(), batch_size, device, shuffle_seed)
+            yield from (fold_runts(batches) if self.equal else batches)
             return
         if self.rows is None:
-            parts = [{name: column.to("cpu") for name, column in batch.items()} for batch in stream(None)]
+            parts = list(stream())
             if not parts:
                 return
-            # cat copies out of Ray's shared buffers; a pass interrupted above keeps nothing
-            self.rows = _placed({name: torch.cat([part[name] for part in parts]) for name in parts[0]}, device)
+            # concatenate copies out of Ray's shared buffers; a pass interrupted above keeps nothing
+            self.rows = _placed({name: torch.from_numpy(np.concatenate([part[name] for part in parts]))
+                                 for name in parts[0]}, device)
         count = len(next(iter(self.rows.values())))
         order = torch.arange(count) if shuffle_seed is None else \
             torch.randperm(count, generator=torch.Generator().manual_seed(shuffle_seed))

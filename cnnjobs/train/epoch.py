@@ -23,14 +23,14 @@ from cnnjobs.data.shards import Manifest
 from cnnjobs.models.heads import task_loss
 from cnnjobs.spec import JobSpec
 from cnnjobs.train import collectives, seeds
-from cnnjobs.train.cache import Batch, SplitCache
+from cnnjobs.train.cache import Batch, Block, SplitCache, blocks_of
 from cnnjobs.train.progress import Reporter
 from cnnjobs.train.schedules import LrSchedule
 from cnnjobs.train.tally import Tally
 from cnnjobs.train.timing import StepTimer
 
 NOTE_S = 0.25  # seconds between the live loss notes (and the checks for a non-finite loss)
-GPU_PREFETCH = 4  # streamed batches fetched ahead on a GPU (pinned: their copies do not block)
+GPU_PREFETCH = 2  # streamed blocks fetched ahead on a GPU
 
 
 class StopRequested(Exception):
@@ -85,15 +85,13 @@ class Trainee:
 
 
 def batches(t: Trainee, name: str, shuffle_seed: int | None = None) -> Iterator[Batch]:
-    """This worker's batches of a split, on its device (see `train/cache.py`)."""
+    """This worker's batches of a split, on its device (see `train/cache.py`): Ray Data's whole blocks, fetched
+    ahead (more on a GPU, which must never wait for them)."""
     shard = ray.train.get_dataset_shard(name)
-    on_gpu = t.device.type == "cuda"
+    ahead = GPU_PREFETCH if t.device.type == "cuda" else 1
 
-    def stream(seed: int | None) -> Any:
-        buffer = max(16 * t.batch_size, 1024) if seed is not None else None
-        return shard.iter_torch_batches(batch_size=t.batch_size, device=t.device, local_shuffle_buffer_size=buffer,
-                                        local_shuffle_seed=seed, pin_memory=on_gpu,
-                                        prefetch_batches=GPU_PREFETCH if on_gpu else 1)
+    def stream() -> Iterator[Block]:
+        return blocks_of(shard, t.manifest.image_shape, ahead)
 
     yield from t.caches[name].batches(stream, t.batch_size, t.device, shuffle_seed)
 

@@ -3,6 +3,7 @@ taking its rows of one permutation of the whole split (as DistributedSampler doe
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from cnnjobs.train.cache import SplitCache
@@ -10,13 +11,15 @@ from cnnjobs.train.cache import SplitCache
 CPU = torch.device("cpu")
 
 
-def stream_of(rows: int, batch_size: int, calls: list[int | None]):
-    """A stand-in for `iter_torch_batches`: rows 0..rows-1 in order, recording each pass's shuffle seed."""
-    def stream(seed: int | None):
-        calls.append(seed)
-        for start in range(0, rows, batch_size):
-            ids = torch.arange(start, min(start + batch_size, rows))
-            yield {"image": ids.view(-1, 1, 1, 1).repeat(1, 1, 2, 2).to(torch.uint8), "label_label": ids % 3}
+def stream_of(rows: int, block_rows: int, calls: list[int]):
+    """A stand-in for Ray Data's blocks (`iter_batches(batch_size=None)`): rows 0..rows-1 in order, in blocks of
+    `block_rows`, counting the passes."""
+    def stream():
+        calls.append(1)
+        for start in range(0, rows, block_rows):
+            ids = np.arange(start, min(start + block_rows, rows))
+            yield {"image": np.repeat(ids.reshape(-1, 1, 1, 1), 4, axis=3).astype(np.uint8).reshape(-1, 1, 2, 2),
+                   "label_label": ids % 3}
     return stream
 
 
@@ -25,13 +28,13 @@ def ids(cache: SplitCache, stream, seed: int | None, batch_size: int = 4) -> lis
 
 
 def test_a_kept_split_is_read_once_then_served_by_the_epochs_seed():
-    calls: list[int | None] = []
+    calls: list[int] = []
     stream = stream_of(10, 4, calls)
     cache = SplitCache(keep=True)
     first = ids(cache, stream, 1)
-    assert calls == [None], "read once, unshuffled: the order must not depend on Ray Data's buffer"
+    assert calls == [1], "read once"
     assert sorted(first) == list(range(10)) and first != list(range(10))
-    assert ids(cache, stream, 1) == first and calls == [None], "same seed, same order, from memory"
+    assert ids(cache, stream, 1) == first and calls == [1], "same seed, same order, from memory"
     assert ids(cache, stream, 2) != first
     # A fresh worker (a resumed run, a restarted worker group) serves epoch 2 exactly as this one does.
     assert ids(SplitCache(keep=True), stream_of(10, 4, []), 2) == ids(cache, stream, 2)
@@ -51,22 +54,31 @@ def test_workers_take_their_rows_of_one_permutation():
     assert sorted(sum(evaluation, [])) == list(range(10)), "evaluation: every row exactly once"
 
 
-def test_unkept_splits_stream_every_pass_with_the_epochs_seed():
-    calls: list[int | None] = []
-    stream = stream_of(6, 4, calls)
+def test_streamed_splits_are_read_every_pass_and_shuffled_block_by_block_by_the_epochs_seed():
+    calls: list[int] = []
+    stream = stream_of(10, 4, calls)
     streamed = SplitCache(keep=False)
-    for seed in (7, 8):
-        assert ids(streamed, stream, seed) == list(range(6))  # the stand-in ignores the seed
-    assert calls == [7, 8] and streamed.rows is None
+    one, again, other = ids(streamed, stream, 7), ids(streamed, stream, 7), ids(streamed, stream, 8)
+    assert calls == [1, 1, 1] and streamed.rows is None, "read every pass, nothing kept"
+    assert one == again and one != other, "the same batches for the same seed, others for another epoch"
+    assert sorted(one) == list(range(10)), "every row once per pass"
+    assert [sorted(one[i:i + 4]) for i in (0, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7]], "each block's rows shuffled"
+    assert ids(streamed, stream, None) == list(range(10)), "evaluation: in order"
+    sizes = [len(b["image"]) for b in streamed.batches(stream_of(10, 3, []), 4, CPU, 7)]
+    assert sizes == [4, 4, 2], "batches run across block boundaries"
+    for batch in streamed.batches(stream, 4, CPU, 9):  # labels travel with their images
+        assert torch.equal(batch["label_label"], batch["image"][:, 0, 0, 0].long() % 3)
+    trained = SplitCache(keep=False, equal=True)
+    assert [len(b["image"]) for b in trained.batches(stream_of(9, 4, []), 4, CPU, 7)] == [4, 5], "no runt"
 
 
 def test_an_interrupted_first_pass_is_not_kept():
-    calls: list[int | None] = []
+    calls: list[int] = []
     stream = stream_of(10, 4, calls)
     cache = SplitCache(keep=True)
 
-    def broken(seed):
-        yield from stream(seed)
+    def broken():
+        yield from stream()
         raise RuntimeError("worker lost")
 
     try:
@@ -74,4 +86,4 @@ def test_an_interrupted_first_pass_is_not_kept():
     except RuntimeError:
         pass
     assert cache.rows is None
-    assert sorted(ids(cache, stream, 1)) == list(range(10)) and calls == [None, None]
+    assert sorted(ids(cache, stream, 1)) == list(range(10)) and calls == [1, 1]

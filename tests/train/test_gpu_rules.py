@@ -115,7 +115,7 @@ def serve(rows: int, monkeypatch) -> None:
     labels = torch.randint(0, 10, (rows,), generator=generator)
 
     def batches(t, name, shuffle_seed=None):
-        stream = lambda seed: [{"image": images, "label_digit": labels}]  # noqa: E731
+        stream = lambda: [{"image": images.numpy(), "label_digit": labels.numpy()}]  # noqa: E731
         yield from t.caches[name].batches(stream, t.batch_size, t.device, shuffle_seed)
 
     monkeypatch.setattr(epoch, "batches", batches)
