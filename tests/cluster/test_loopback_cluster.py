@@ -21,7 +21,7 @@ from cnnjobs.data.synth import synth
 from tests.conftest import REPO, shift_seeds
 
 pytestmark = pytest.mark.slow
-EPOCHS = 6
+EPOCHS = 12  # long enough that a Ctrl-C sent after epoch 3 lands before the end on a fast machine
 
 
 def cnnjobs(*args: str, env: dict, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -159,7 +159,7 @@ def test_a_storage_that_stops_answering_then_resume(ray_cluster, s3_server, tmp_
     message = " ".join((out + err).split())
     (run_dir,) = {line.split("continue with cnnjobs submit --resume ")[1].split()[0]
                   for line in [message] if "continue with cnnjobs submit --resume " in line}
-    assert f"train failed: {run_dir}/" in message and ": cannot " in message, message[-2000:]
+    assert f"train failed: {run_dir}" in message and ": cannot " in message, message[-2000:]
     assert "the last good checkpoint is kept" in message and "once the storage answers again" in message
     kept = recorded()
     assert 4 <= kept < epochs
