@@ -13,7 +13,6 @@ import contextlib
 import logging
 import logging.handlers
 import os
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -114,23 +113,6 @@ def _connect(address: str, options: dict) -> None:
         raise JobError(f"cannot connect to the Ray instance at {address}: {why}") from None
 
 
-def warm_up() -> threading.Thread:
-    """Run a tiny Ray Data pipeline in the background. The first pipeline on a new Ray instance pays ~1.5 s on
-    2 cores before its first block (Ray Data's statistics actor, its operators, the workers' imports); paid here,
-    while the job is checked and its data listed, it is not paid by the first epoch (BENCHMARKS.md, entry 1)."""
-    from cnnjobs.data.reading import passes_through
-
-    def run() -> None:
-        with contextlib.suppress(Exception):  # the session may end first: nothing was waiting for this
-            items = ray.data.from_items([{"warm": index} for index in range(2)], override_num_blocks=2)
-            for _ in items.map_batches(passes_through, batch_size=1).iter_batches():
-                pass
-
-    thread = threading.Thread(target=run, name="cnnjobs-ray-data-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
 @contextmanager
 def ray_session(address: str | None = None, workers: int = 1, cpus_per_worker: float = 1.0) -> Iterator[RaySession]:
     """Use the Ray cluster at `address` / `RAY_ADDRESS`, else the warm local instance (`cnnjobs up`), else start
@@ -158,8 +140,6 @@ def ray_session(address: str | None = None, workers: int = 1, cpus_per_worker: f
                 ray.init(address="local", num_cpus=local_cpus(workers, cpus_per_worker), include_dashboard=True,
                          dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK, **common)
                 started = True
-                ray.data.DataContext.get_current().enable_progress_bars = False
-                warm_up()
         _quiet_ray_children()
         ray.data.DataContext.get_current().enable_progress_bars = False
         if started:

@@ -13,7 +13,24 @@ from cnnjobs.cli.render import fmt, trials_table
 from cnnjobs.train.progress import Snapshot
 
 
-class LiveProgress:
+class _LiveView:
+    """A rich `Live` view (`self.live`) used as a context manager, with lines printed above it."""
+
+    live: Live
+
+    def __enter__(self) -> "_LiveView":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.__exit__(*exc)
+
+    def warn(self, text: str) -> None:
+        """A line above the live view, kept on screen (e.g. the tracking server not answering)."""
+        self.live.console.print(Text(text, style="yellow"))
+
+
+class LiveProgress(_LiveView):
     """Epoch and batch bars with the latest metrics, fed by `submit(on_progress=...)`."""
 
     def __init__(self, console: Console, epochs: int, monitor: str) -> None:
@@ -27,17 +44,6 @@ class LiveProgress:
         self.line = Text("")
         self.live = Live(Group(self.status, self.bars, self.line), console=console, refresh_per_second=8,
                          transient=False)
-
-    def __enter__(self) -> "LiveProgress":
-        self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.live.__exit__(*exc)
-
-    def warn(self, text: str) -> None:
-        """A line above the live view, kept on screen (e.g. the tracking server not answering)."""
-        self.live.console.print(Text(text, style="yellow"))
 
     def __call__(self, phase: str, snapshot: Snapshot | None, rows: list[dict[str, Any]]) -> None:
         self.status.plain = f"[{phase}]" if phase != "training" else ""
@@ -59,24 +65,13 @@ def _waiting(row: dict[str, Any]) -> str:
     return f"  waiting for data {parts[0] / sum(parts):.0%}" if sum(parts) > 0 else ""
 
 
-class LiveTrials:
+class LiveTrials(_LiveView):
     """The live table of a search's trials, fed by `cnnjobs.tune.tuner(on_progress=...)`."""
 
     def __init__(self, console: Console, keys: list[str], metric: str, epochs: int) -> None:
         self.keys, self.metric, self.epochs = keys, metric, epochs
         self.status = Text("")
         self.live = Live(Group(self.status), console=console, refresh_per_second=4, transient=True)
-
-    def __enter__(self) -> "LiveTrials":
-        self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.live.__exit__(*exc)
-
-    def warn(self, text: str) -> None:
-        """A line above the live view, kept on screen."""
-        self.live.console.print(Text(text, style="yellow"))
 
     def __call__(self, phase: str, rows: list[Any]) -> None:
         from cnnjobs.tune.trials import records

@@ -15,6 +15,8 @@ How a split reaches the workers depends on its size (`build_datasets`):
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +25,7 @@ import pyarrow as pa
 import ray.data
 import torch
 
-from cnnjobs.data.reading import as_block, decode_images, read_shards, read_table
+from cnnjobs.data.reading import as_block, decode_images, passes_through, read_shards, read_table
 from cnnjobs.data.shards import Manifest
 from cnnjobs.errors import JobError
 
@@ -32,6 +34,25 @@ STREAM_STORE_BYTES = 16 * BLOCK_BYTES  # object store memory a streaming pass ma
 DRIVER_BYTES = 256 * 2**20  # small splits up to this size are decoded on the driver, without Ray Data tasks
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def warm_up() -> threading.Thread:
+    """Run a tiny Ray Data pipeline in the background, on a Ray instance just started for this command. The first
+    pipeline on a new Ray instance pays ~1.5 s on 2 cores before its first block (Ray Data's statistics actor, its
+    operators, the workers' imports); paid here, while the cluster is checked, the shards written and the loop set
+    up, it is not paid by the first epoch (BENCHMARKS.md, entry 1)."""
+
+    def run() -> None:
+        try:
+            items = ray.data.from_items([{"warm": index} for index in range(2)], override_num_blocks=2)
+            for _ in items.map_batches(passes_through, batch_size=1).iter_batches():
+                pass
+        except Exception as exc:  # noqa: BLE001 - the session may end first: nothing was waiting for this
+            logging.getLogger("cnnjobs").info("Ray Data's warm-up did not finish: %s", exc)
+
+    thread = threading.Thread(target=run, name="cnnjobs-ray-data-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def split_dataset(manifest: Manifest, split: str) -> ray.data.Dataset:

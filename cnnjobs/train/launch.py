@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cnnjobs import storage
 from cnnjobs.checks import check_cluster, check_machine, check_storage, check_tasks, check_weights, located
+from cnnjobs.data.pipeline import warm_up
 from cnnjobs.data.shards import RAY_MIN_IMAGES, Manifest, plan_shards
 from cnnjobs.errors import JobError
 from cnnjobs.results.tracking import check_client
@@ -56,6 +57,8 @@ def launch(job: JobSpec, address: str | None = None,
             plan.write()
         notify("starting Ray" if embedded else "connecting to Ray")
         with ray_session(address, job.scaling.num_workers, job.scaling.cpus_per_worker) as session:
+            if session.started:
+                warm_up()  # while the cluster is checked and the shards written
             use_gpu = check_cluster(job, ray.cluster_resources(), in_process=False)
             check_shared_storage(job)
             if plan.cached is None:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cnnjobs.data import chunks
-from cnnjobs.data.pipeline import build_datasets, split_dataset
+from cnnjobs.data.pipeline import build_datasets, split_dataset, warm_up
 from cnnjobs.data.reading import block_view
 from cnnjobs.data.shards import prepare
 from cnnjobs.train.cache import blocks_of
@@ -90,3 +90,13 @@ def test_a_streamed_run_repeats_itself(manifest, monkeypatch, tmp_path):
     assert first.data.shards == manifest.location
     assert first.metrics == second.metrics and first.best_epoch == second.best_epoch
     assert first.metrics["val"].acc > 0.3, "it learns from streamed batches (10 classes: chance is 0.1)"
+
+
+def test_the_warm_up_runs_a_pipeline_through_the_workers(ray_cluster, caplog):
+    """What a new embedded instance runs in the background: a pipeline through a map of `cnnjobs.data.reading`,
+    ending without an error (a failure would be logged and the first epoch would pay Ray Data's start instead)."""
+    caplog.set_level("INFO", logger="cnnjobs")
+    thread = warm_up()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert "warm-up did not finish" not in caplog.text
