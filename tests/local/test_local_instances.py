@@ -132,8 +132,20 @@ def test_a_warm_instance_serves_plan_and_submit_until_down(warm_env, write_job):
     done = cnnjobs("down", env=warm_env)
     assert done.returncode == 0 and "stopped the local Ray instance" in done.stdout
     assert not ray_pids & {p.pid for p in psutil.process_iter(["status"]) if p.info["status"] != psutil.STATUS_ZOMBIE}
-    assert _ray_processes() == before, "down leaves none of the instance's processes (agents, client server)"
+    # <=: an earlier test's instance may still have been exiting when `before` was taken
+    assert _ray_processes() <= before, "down leaves none of the instance's processes (agents, client server)"
     assert "no local Ray instance" in cnnjobs("down", env=warm_env).stdout
+
+
+def _names(processes: list[psutil.Process]) -> set[str]:
+    """The names of those of `processes` still running."""
+    names = set()
+    for process in processes:
+        try:
+            names.add(process.name())
+        except psutil.NoSuchProcess:
+            continue
+    return names
 
 
 def _ray_processes() -> set[int]:
@@ -153,14 +165,18 @@ def test_a_killed_drivers_instance_does_not_outlive_the_next_command(write_job, 
     killed = subprocess.run([sys.executable, "-m", "tests.crash", "ahead:3", "--", "submit", str(job)], cwd=REPO,
                             env=cli_env(), capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-3000:]
-    time.sleep(3)  # what dies with the driver has died
+    agents = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}
+    deadline = time.time() + 30  # what dies with the driver dies within seconds (its workers notice the raylet gone)
     left = orphans()
-    assert left and {p.name() for p in left} <= {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}, left
+    while not _names(left) <= agents and time.time() < deadline:
+        time.sleep(0.5)
+        left = orphans()
+    assert left and _names(left) <= agents, [(p.pid, _names([p])) for p in left]
     (run,) = (tmp_path / "runs" / "digits_lenet").iterdir()
     resumed = cnnjobs("submit", "--resume", str(run), "--json", env=cli_env())
     assert _last_json(resumed)["status"] == "succeeded"
     assert not any(p.is_running() for p in left), "the killed run's agents were stopped"
     deadline = time.time() + 30  # the resumed run's own instance stops once it has ended
-    while _ray_processes() != before and time.time() < deadline:
+    while not _ray_processes() <= before and time.time() < deadline:
         time.sleep(0.5)
-    assert _ray_processes() == before and orphans() == []
+    assert _ray_processes() <= before and orphans() == []
