@@ -21,6 +21,7 @@ writes checkpoints needs them too: see the README, Running on a cluster with S3.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import time
@@ -76,12 +77,6 @@ def local_path(location: str) -> str:
     if location.startswith("file://"):
         location = location[len("file://"):]
     return os.path.abspath(os.path.expanduser(location))
-
-
-def fs_path(location: str) -> str:
-    """The path of `location` inside its filesystem: what Ray takes as `storage_path` next to `storage_filesystem`
-    (`bucket/key` for a URI, without the scheme)."""
-    return resolve(location)[1]
 
 
 def join(location: str, *parts: str) -> str:
@@ -209,26 +204,20 @@ def list_dir(location: str) -> list[pafs.FileInfo]:
 
 def delete_dir(location: str) -> None:
     """Delete a folder and everything in it (nothing happens when it does not exist)."""
-    fs, path = resolve(location)
-
-    def delete() -> None:
-        try:
-            fs.delete_dir(path)
-        except FileNotFoundError:
-            pass
-
-    retried("delete", location, delete)
+    _delete(location, "delete_dir")
 
 
 def delete_file(location: str) -> None:
     """Delete one file (nothing happens when it does not exist)."""
+    _delete(location, "delete_file")
+
+
+def _delete(location: str, method: str) -> None:
     fs, path = resolve(location)
 
     def delete() -> None:
-        try:
-            fs.delete_file(path)
-        except FileNotFoundError:
-            pass
+        with contextlib.suppress(FileNotFoundError):  # inside the retried call: `retried` re-raises it
+            getattr(fs, method)(path)
 
     retried("delete", location, delete)
 

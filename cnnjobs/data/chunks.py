@@ -30,7 +30,6 @@ from cnnjobs.data.sources import Example
 
 ROW_GROUP = 512
 FILE_BYTES = 64 * 2**20  # target size of one shard file before compression
-PROBE_FILES = 3  # listed files each node is asked for before chunks are pinned to it
 
 Job = tuple  # the arguments of one `write_chunk` call
 Progress = Callable[[int, int], None]
@@ -49,6 +48,11 @@ class Chunk:
     error: str | None = None
     missing: str | None = None
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the writer stopped early (the whole write stops with it)."""
+        return bool(self.error or self.missing)
+
 
 def sizes(total: int, shape: tuple[int, int, int], cpus: int) -> int:
     """Examples per chunk: at most one file's worth, and enough chunks to keep every CPU busy."""
@@ -63,7 +67,7 @@ def write_serially(jobs: list[Job], progress: Progress, total: int) -> list[Chun
         out.append(write_chunk(*job))
         done += len(job[3])
         progress(done, total)
-        if out[-1].error or out[-1].missing:
+        if out[-1].stopped:
             break
     return out
 
@@ -88,7 +92,7 @@ def write_on_ray(jobs: list[Job], progress: Progress, total: int, nodes: list[st
             results[index] = ray.get(ref)
             done += len(jobs[index][3])
             progress(done, total)
-            if results[index].error or results[index].missing:
+            if results[index].stopped:
                 for other in pending:
                     ray.cancel(other)
                 return [results[index]]
@@ -102,10 +106,14 @@ def nodes_that_see(examples: list[Example]) -> list[str]:
     paths = [path for path in (_file_of(example) for example in examples) if path is not None]
     if not paths:
         return [node["NodeID"] for node in nodes]
-    sample = sorted({paths[0], paths[len(paths) // 2], paths[-1]})[:PROBE_FILES]
-    seen = ray.get([_sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                    .remote(sample) for node in nodes])
-    return [node["NodeID"] for node, found in zip(nodes, seen) if found]
+    sample = sorted({paths[0], paths[len(paths) // 2], paths[-1]})  # the first, middle and last listed files
+    return [node["NodeID"] for node, found in zip(nodes, seen_by(nodes, sample)) if found]
+
+
+def seen_by(nodes: list[dict], paths: list[str]) -> list[bool]:
+    """For each of `nodes` (entries of `ray.nodes()`), whether a process there finds every one of `paths`."""
+    return ray.get([_sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                    .remote(paths) for node in nodes])
 
 
 def _file_of(example: Example) -> str | None:

@@ -84,14 +84,16 @@ def _from_bucket(kept: str, target: Path, download: Download) -> None:
     partial = target.with_name(target.name + ".part")
     storage.retried("read", kept, lambda: pafs.copy_files(path, str(partial), source_filesystem=fs,
                                                           destination_filesystem=pafs.LocalFileSystem()))
-    digest = hashlib.sha256()
-    with open(partial, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    if download.sha256 is not None and digest.hexdigest() != download.sha256.lower():
-        partial.unlink()
-        raise JobError(f"data.source.download.sha256: {kept} has SHA-256 {digest.hexdigest()}, expected "
-                       f"{download.sha256.lower()}; delete it so that it is downloaded again from {download.url}")
+    if download.sha256 is not None:  # without one there is nothing to check it against
+        digest = hashlib.sha256()
+        with open(partial, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != download.sha256.lower():
+            partial.unlink()
+            raise JobError(f"data.source.download.sha256: {kept} has SHA-256 {digest.hexdigest()}, expected "
+                           f"{download.sha256.lower()}; delete it so that it is downloaded again from "
+                           f"{download.url}")
     partial.rename(target)
 
 

@@ -82,8 +82,7 @@ class Manifest:
         before cnnjobs recorded sizes)."""
         if not self.sizes:
             return None
-        found = {entry.base_name: entry.size for entry in storage.list_dir(self.location)
-                 if entry.type == pafs.FileType.File}
+        found = _file_sizes(self.location)
         for name in (name for names in self.files.values() for name in names):
             if name not in found:
                 return f"{storage.join(self.location, name)} is missing"
@@ -171,7 +170,7 @@ class ShardPlan:
             _remove(self.location)  # no shards of a partial read, whatever stopped it
             raise
         if self.quick:
-            storage.write_text(_index(spec, self.quick), json.dumps({"location": self.location}))
+            _remember(spec, self.quick, self.location)
         return self.cached
 
 
@@ -193,7 +192,7 @@ def plan_shards(spec: DataSpec, force: bool = False) -> ShardPlan:
     cached = _usable(location, force)
     _refuse_left_out(spec, source.skipped or (cached.skipped if cached else []))
     if cached is not None and quick:
-        storage.write_text(_index(spec, quick), json.dumps({"location": location}))
+        _remember(spec, quick, location)
     return ShardPlan(spec, location, source.tasks, cached, source, quick)
 
 
@@ -205,6 +204,11 @@ def _refuse_left_out(spec: DataSpec, left_out: list) -> None:
 
 def _index(spec: DataSpec, quick: str) -> str:
     return storage.join(spec.cache_dir, INDEX, f"{cache_key(spec, quick)}.json")
+
+
+def _remember(spec: DataSpec, quick: str, location: str) -> None:
+    """Index the cache entry at `location` by the quick fingerprint, for the next lookup."""
+    storage.write_text(_index(spec, quick), json.dumps({"location": location}))
 
 
 def _indexed(spec: DataSpec, quick: str) -> Manifest | None:
@@ -219,14 +223,14 @@ def _indexed(spec: DataSpec, quick: str) -> Manifest | None:
 def _usable(location: str, force: bool) -> Manifest | None:
     """The manifest of the cache entry at `location`, or None when there is none or it has to be written again:
     `force`, a folder without its manifest (a write cut short), or a damaged file (said in one line)."""
-    if not storage.exists(storage.join(location, MANIFEST)):
+    try:
+        manifest = Manifest.load(location)
+    except FileNotFoundError:
         if storage.is_dir(location):
             log.warning("the shard cache %s is incomplete (no %s): writing it again from the source", location,
                         MANIFEST)
             _remove(location)
         return None
-    try:
-        manifest = Manifest.load(location)
     except JobError as exc:
         log.warning("the shard cache %s is damaged (%s): writing it again from the source", location, exc)
         _remove(location)
@@ -271,7 +275,7 @@ def _finish(location: str, shape: tuple[int, int, int], source: SourceData, writ
         if chunk.split == "train":
             stats.merge(chunk.stats)
         skipped += [list(item) for item in chunk.skipped]
-    sizes = {entry.base_name: entry.size for entry in storage.list_dir(location) if entry.type == pafs.FileType.File}
+    sizes = _file_sizes(location)
     manifest = Manifest(location, storage.name(location), shape, source.tasks, counts, files,
                         *stats.mean_std(), skipped, sizes={name: sizes[name] for names in files.values()
                                                            for name in names})
@@ -283,13 +287,19 @@ def _finish(location: str, shape: tuple[int, int, int], source: SourceData, writ
     return manifest
 
 
+def _file_sizes(location: str) -> dict[str, int]:
+    """The size of each file in a shard folder, from one listing."""
+    return {entry.base_name: entry.size for entry in storage.list_dir(location) if entry.type == pafs.FileType.File}
+
+
 def _existing(spec: DataSpec) -> Manifest:
     """Shards named by a `parquet` source; they must be complete and hold images of the job's size and channels."""
     location = spec.source.path
-    if not storage.exists(storage.join(location, MANIFEST)):
+    try:
+        manifest = Manifest.load(location)
+    except FileNotFoundError:
         raise JobError(f"data.source.path: {location} holds no cnnjobs shards (no {MANIFEST})"
-                       f"{hint_of(spec.source)}")
-    manifest = Manifest.load(location)
+                       f"{hint_of(spec.source)}") from None
     damage = manifest.damage()
     if damage:
         raise JobError(f"data.source.path: {damage}; these shards are damaged and a parquet source cannot be "

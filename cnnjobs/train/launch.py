@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cnnjobs import storage
 from cnnjobs.checks import check_cluster, check_machine, check_storage, check_tasks, check_weights, located
+from cnnjobs.data.chunks import seen_by
 from cnnjobs.data.pipeline import warm_up
 from cnnjobs.data.shards import RAY_MIN_IMAGES, Manifest, plan_shards
 from cnnjobs.errors import JobError
@@ -84,17 +84,10 @@ def check_shared_storage(job: JobSpec) -> None:
         with open(marker, "w") as out:
             out.write("probe")
         try:
-            blind = [node["NodeManagerAddress"] for node, seen in zip(nodes, ray.get([
-                _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                .remote(marker) for node in nodes])) if not seen]
+            blind = [node["NodeManagerAddress"] for node, seen in zip(nodes, seen_by(nodes, [marker])) if not seen]
         finally:
             os.remove(marker)
         if blind:
             raise JobError(f"{job.source}: {key}: {path} is not shared: {len(blind)} of the cluster's {len(nodes)} "
                            f"nodes cannot see it; use storage every node reaches: s3://BUCKET/..., gs://BUCKET/..., "
                            "or a shared mount (NFS) at the same path on every node")
-
-
-@ray.remote(num_cpus=0)
-def _sees(path: str) -> bool:
-    return os.path.exists(path)
