@@ -77,11 +77,12 @@ def orphans() -> list[psutil.Process]:
                 if "gcs_server" in (process.info.get("name") or "") and process.is_running()}
     found = [process for process, (session, starter) in sessions.items()
              if session not in with_gcs and not psutil.pid_exists(starter)]
-    listening = {conn.laddr.port for conn in psutil.net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN}
-    for process in processes:
-        client = CLIENT_SERVER.search(" ".join(process.info["cmdline"] or []))
-        if client and int(client[1]) not in listening:
-            found.append(process)
+    clients = [(process, int(match[1])) for process in processes
+               if (match := CLIENT_SERVER.search(" ".join(process.info["cmdline"] or [])))]
+    if clients:  # listing the sockets walks every process's files: only when there is a client server to judge
+        listening = {conn.laddr.port for conn in psutil.net_connections(kind="inet")
+                     if conn.status == psutil.CONN_LISTEN}
+        found += [process for process, port in clients if port not in listening]
     return found
 
 

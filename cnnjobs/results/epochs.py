@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -10,6 +12,18 @@ from cnnjobs.metrics import per_class_precision, per_class_recall
 from cnnjobs.run.summary import ClassRow, SplitMetrics, TaskMetrics, TrainSummary
 
 CONFUSION = "confusion"  # row key: `<split>/confusion`, task -> matrix, in the last row (the best model's)
+
+
+def metric_value(value: Any) -> float | None:
+    """A metric's value as a float; None for what is not one (empty cells, flags, confusion matrices, and the NaN
+    a table fills in for an epoch that did not measure it)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value) if isinstance(value, (numbers.Real, str)) else None
+    except ValueError:
+        return None
+    return None if number is None or math.isnan(number) else number
 
 
 def split_metrics(row: dict[str, Any], split: str) -> SplitMetrics:

@@ -12,14 +12,13 @@ thousand scalars) and goes through `storage.write_bytes` (a temporary file, then
 
 from __future__ import annotations
 
-import math
-import numbers
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from cnnjobs import storage
+from cnnjobs.results.epochs import metric_value
 
 EVENTS = "events.out.tfevents.cnnjobs"  # TensorBoard reads any file whose name contains "tfevents"
 
@@ -31,16 +30,16 @@ def write_epochs(folder: str, rows: list[dict[str, Any]]) -> int:
     Returns the number of scalars written."""
     from tensorboardX import SummaryWriter  # imported here: only the runs that write events need it
 
-    epochs = {int(float(row["epoch"])): row for row in rows if _number(row.get("epoch")) is not None}
+    epochs = {int(float(row["epoch"])): row for row in rows if metric_value(row.get("epoch")) is not None}
     # Wall times: the epochs end now, each `epoch_s` apart, so TensorBoard's "relative" axis reads training time.
-    durations = [_number(epochs[e].get("epoch_s")) or 1.0 for e in sorted(epochs)]
+    durations = [metric_value(epochs[e].get("epoch_s")) or 1.0 for e in sorted(epochs)]
     ends = [time.time() - sum(durations[i + 1:]) for i in range(len(durations))]
     written = 0
     with tempfile.TemporaryDirectory(prefix="cnnjobs-tb-") as scratch:
         writer = SummaryWriter(scratch)
         for (epoch, row), wall in zip(sorted(epochs.items()), ends):
             for name, value in row.items():
-                number = _number(value)
+                number = metric_value(value)
                 if name != "epoch" and number is not None:
                     writer.add_scalar(name, number, epoch, walltime=wall)
                     written += 1
@@ -48,15 +47,3 @@ def write_epochs(folder: str, rows: list[dict[str, Any]]) -> int:
         (events,) = Path(scratch).glob("events.out.tfevents.*")
         storage.write_bytes(storage.join(folder, EVENTS), events.read_bytes())
     return written
-
-
-def _number(value: Any) -> float | None:
-    """A metric's value as a float; None for what is not one (empty cells, flags, confusion matrices, and the NaN
-    a table fills in for an epoch that did not measure it)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value) if isinstance(value, (numbers.Real, str)) else None
-    except ValueError:
-        return None
-    return None if number is None or math.isnan(number) else number

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from cnnjobs import storage
 from cnnjobs.errors import JobError
+from cnnjobs.results.epochs import metric_value
 from cnnjobs.run import layout
 from cnnjobs.run.folder import RunDir
 from cnnjobs.run.summary import MlflowFacts, TrainSummary, TuneSummary
@@ -67,17 +68,22 @@ def flat_params(raw: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def epoch_metrics(row: dict[str, Any]) -> dict[str, float]:
     """The numbers of one epoch row (metrics.csv's), as MLflow metrics (the epoch is their step)."""
-    out = {}
-    for key, value in row.items():
-        if key == "epoch" or isinstance(value, (bool, dict, list)):
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if number == number:  # NaN: a cell this epoch did not measure
-            out[key] = number
-    return out
+    values = {key: metric_value(value) for key, value in row.items() if key != "epoch"}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _held_steps(client: Any, run_id: str, metrics: dict[str, float]) -> set[int]:
+    """The epochs (steps) of `run_id` the server holds, read from the history of one of `metrics`' keys."""
+    first = next(iter(metrics), None)
+    return {metric.step for metric in client.get_metric_history(run_id, first)} if first else set()
+
+
+def _log_epoch(client: Any, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+    """One epoch's metrics in one request, at step = epoch."""
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, value, stamp, epoch) for key, value in metrics.items()])
 
 
 def git_commit(job_file: str) -> str | None:
@@ -231,18 +237,15 @@ class Tracking:
                 self.outbox.put(lambda row=dict(row), epoch=epoch: self._send(epoch, row))
 
     def _send(self, epoch: int, row: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
 
         run_id = self.facts.run_id
         metrics = epoch_metrics(row)
         if not self.known:  # read back what the server holds: after a failure, a request may have arrived
-            first = next(iter(metrics), None)
-            self.sent = {m.step for m in self.client.get_metric_history(run_id, first)} if first else set()
+            self.sent = _held_steps(self.client, run_id, metrics)
             self.known = True
         if epoch not in self.sent:
-            stamp = int(time.time() * 1000)
             try:
-                self.client.log_batch(run_id, metrics=[Metric(k, v, stamp, epoch) for k, v in metrics.items()])
+                _log_epoch(self.client, run_id, epoch, metrics)
             except Exception:
                 self.known = False
                 raise
@@ -255,7 +258,7 @@ class Tracking:
             self.trials[trial_id] = Trial(self, trial_id)
         return self.trials[trial_id]
 
-    def close(self, summary: TrainSummary | TuneSummary, run: RunDir) -> None:
+    def close(self, summary: TrainSummary | TuneSummary) -> None:
         """Send what is queued (waiting up to `FLUSH_S`), record in the summary what could not be sent; then the
         artifacts and the MLflow status, which the run does not wait for beyond `FLUSH_S` either."""
         self.outbox.flush(FLUSH_S)
@@ -296,6 +299,7 @@ class Trial:
         self.parent, self.trial_id = parent, trial_id
         self.run_id: str | None = None
         self.sent: set[int] = set()
+        self.ended_as: str | None = None  # the end queued already (the search's end repeats what Tune said live)
 
     def _ensure(self, values: dict[str, Any]) -> str:
         from mlflow.entities import Param
@@ -307,8 +311,7 @@ class Trial:
             f"tags.`mlflow.parentRunId` = '{facts.run_id}' and tags.`cnnjobs.trial` = '{self.trial_id}'"))
         if found:  # a resumed search: the trial's run goes on
             self.run_id = found[0].info.run_id
-            first = next(iter(epoch_metrics(found[0].data.metrics)), None)
-            self.sent = {m.step for m in client.get_metric_history(self.run_id, first)} if first else set()
+            self.sent = _held_steps(client, self.run_id, epoch_metrics(found[0].data.metrics))
             client.update_run(self.run_id, status="RUNNING")
             return self.run_id
         tags = {"mlflow.parentRunId": facts.run_id, "cnnjobs.trial": self.trial_id,
@@ -323,19 +326,19 @@ class Trial:
         epoch = int(row["epoch"])
 
         def send() -> None:
-            from mlflow.entities import Metric
-
             run_id = self._ensure(values)
             if epoch not in self.sent:
-                stamp = int(time.time() * 1000)
-                self.parent.client.log_batch(run_id, metrics=[Metric(k, v, stamp, epoch)
-                                                              for k, v in epoch_metrics(row).items()])
+                _log_epoch(self.parent.client, run_id, epoch, epoch_metrics(row))
                 self.sent.add(epoch)
 
         self.parent.outbox.put(send)
 
     def ended(self, values: dict[str, Any], status: str) -> None:
-        """Queue the trial's end: `done`, `stopped` (by ASHA) or `error`."""
+        """Queue the trial's end: `done`, `stopped` (by ASHA) or `error` (once per status)."""
+        if status == self.ended_as:
+            return
+        self.ended_as = status
+
         def send() -> None:
             run_id = self._ensure(values)
             self.parent.client.set_tag(run_id, "cnnjobs.stopped_early", str(status == "stopped").lower())

@@ -86,11 +86,6 @@ def in_run(run_location: str) -> list[str]:
     return [location for location in _folders(run_location) if storage.is_file(storage.join(location, META))]
 
 
-def incomplete(run_location: str) -> list[str]:
-    """Checkpoint folders of a run whose writing did not finish (no `meta.json`): a write cut short."""
-    return [location for location in _folders(run_location) if not storage.is_file(storage.join(location, META))]
-
-
 def _folders(run_location: str) -> list[str]:
     found = [(layout.checkpoint_epoch(entry.base_name), entry.base_name) for entry in storage.list_dir(run_location)
              if entry.type == pafs.FileType.Directory and layout.checkpoint_epoch(entry.base_name) is not None]
@@ -117,13 +112,12 @@ def resumable(run_location: str, recorded: list[dict[str, Any]]) -> tuple[Loaded
     checkpoint and before recording its epoch in metrics.csv loses nothing. A checkpoint written before cnnjobs
     kept them takes its rows from metrics.csv (`recorded`), and is passed over when its epoch is not among them
     (its epoch is trained again rather than missing from the metrics)."""
-    complete = set(in_run(run_location))
     consecutive = 0
     while consecutive < len(recorded) and int(recorded[consecutive]["epoch"]) == consecutive + 1:
         consecutive += 1
     passed: list[str] = []
-    for location in _folders(run_location):
-        if location not in complete:
+    for location in _folders(run_location):  # one listing; `meta.json` looked up until one loads
+        if not storage.is_file(storage.join(location, META)):
             passed.append(f"{storage.name(location)} (incomplete: its writing was cut short)")
             continue
         try:

@@ -51,9 +51,10 @@ def local_logs(location: str) -> str:
     return os.path.join(tempfile.gettempdir(), "cnnjobs-logs", f"{storage.name(location)}-{digest}")
 
 
-def upload_logs(location: str, local: str | None = None) -> None:
+def upload_logs(location: str, local: str | None = None, uploaded: dict[str, tuple[int, int]] | None = None) -> None:
     """Copy the local log files of a remote run into its `logs/` (each file whole; nothing to do for a local run).
-    `local` is a folder of logs other than the run's own (e.g. a prediction's), uploaded into `logs/<its name>/`."""
+    `local` is a folder of logs other than the run's own (e.g. a prediction's), uploaded into `logs/<its name>/`.
+    `uploaded` (path -> size and mtime at its last upload, kept by the caller) skips the files unchanged since."""
     if not storage.is_uri(location):
         return
     source = local or local_logs(location)
@@ -61,9 +62,15 @@ def upload_logs(location: str, local: str | None = None) -> None:
     for root, _, names in os.walk(source):
         for entry in names:
             path = os.path.join(root, entry)
+            stat = os.stat(path)  # before the read: a write after it shows at the next upload
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            if uploaded is not None and uploaded.get(path) == stamp:
+                continue
             relative = os.path.relpath(path, source).split(os.sep)
             with open(path, "rb") as handle:
                 storage.write_bytes(storage.join(target, *relative), handle.read())
+            if uploaded is not None:
+                uploaded[path] = stamp
 
 
 @dataclass
@@ -75,6 +82,7 @@ class RunDir:
     run_id: str
     started: float = field(default_factory=time.time)  # of this session (a resumed run has several)
     _synced: float = 0.0  # when the logs were last uploaded (remote runs)
+    _uploaded: dict[str, tuple[int, int]] = field(default_factory=dict)  # each log file as last uploaded
 
     @classmethod
     def create(cls, output_dir: str, job_name: str, job_yaml: str) -> "RunDir":
@@ -157,4 +165,4 @@ class RunDir:
         if not storage.is_uri(self.location) or (not force and time.time() - self._synced < LOG_SYNC_S):
             return
         self._synced = time.time()
-        upload_logs(self.location)
+        upload_logs(self.location, uploaded=self._uploaded)

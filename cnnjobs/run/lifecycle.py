@@ -20,7 +20,7 @@ log = logging.getLogger("cnnjobs")
 class Tracked(Protocol):
     """What the lifecycle needs of a run's tracking (`results.tracking.Tracking`)."""
 
-    def close(self, summary: Any, run: RunDir) -> None: ...
+    def close(self, summary: Any) -> None: ...
 
     def finish(self, summary: Any, run: RunDir) -> None: ...
 
@@ -59,7 +59,7 @@ def run_lifecycle(run: RunDir, summary: S, *, resume: str, finish: Callable[[S],
             run.log_traceback(traceback.format_exc())
             summary.status = "failed"
             if tracking is not None:
-                tracking.close(summary, run)
+                tracking.close(summary)
             raise TrainingFailed(f"{summary.kind} failed: {down}; the last good checkpoint is kept: continue with "
                                  f"{resume} once the storage answers again", run.location) from exc
         if isinstance(exc, JobError):
@@ -89,7 +89,7 @@ def _close(run: RunDir, summary: S, earlier: float, finish: Callable[[S], None] 
             run.log_traceback(traceback.format_exc())
             log.exception("finishing the run folder failed")
     if tracking is not None:
-        tracking.close(summary, run)
+        tracking.close(summary)
     run.write_summary(summary)
     run.sync_logs(force=True)
     if tracking is not None:

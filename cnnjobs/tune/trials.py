@@ -141,6 +141,8 @@ def epoch_rows(reported: list[dict[str, Any]], trial_location: str) -> list[dict
     recorded = {int(row["epoch"]): row for row in reported if row.get("epoch") == row.get("epoch")
                 and row.get("epoch") is not None}  # (NaN: a report without an epoch)
     last = max(recorded, default=0)
+    if len(recorded) == last:  # no gap: nothing to read from the checkpoint
+        return [recorded[epoch] for epoch in sorted(recorded)]
     by_epoch = {int(row["epoch"]): row for row in resumable(trial_location, [])[1] if int(row["epoch"]) <= last}
     by_epoch.update(recorded)
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
