@@ -119,12 +119,6 @@ def search(job: JobSpec | None, *, address: str | None = None, on_progress: Tria
             unfinished = any(status not in ("TERMINATED", "ERROR") for status in tracker.statuses.values())
             interrupted = unfinished and not out_of_time
             rows[:] = rows_from_grid(grid, job, tracker.ranked(), run.location)
-            if tracking is not None:  # what a killed driver had not sent yet: each trial's epochs, once each
-                for row in rows:
-                    for epoch in row.history:
-                        tracking.trial(row.trial).result(row.values, epoch)
-                    if row.status in ("done", "stopped", "error"):
-                        tracking.trial(row.trial).ended(row.values, row.status)
             for result in grid:  # `tensorboard --logdir <run>/trials` shows every trial
                 if result.metrics_dataframe is not None and result.metrics:
                     write_epochs(storage.join(run.location, layout.TRIALS, result.metrics["trial_id"],
@@ -134,6 +128,14 @@ def search(job: JobSpec | None, *, address: str | None = None, on_progress: Tria
                 status = tracker.statuses.get(row.trial) if interrupted else None
                 if status in ("RUNNING", "PENDING", "PAUSED"):
                     row.status = status.lower()
+            # What a killed driver had not sent yet: each trial's epochs, once each, and the ends of the trials
+            # that finished (after the statuses above: a trial the interruption cut short has not ended).
+            if tracking is not None:
+                for row in rows:
+                    for epoch in row.history:
+                        tracking.trial(row.trial).result(row.values, epoch)
+                    if row.status in ("done", "stopped", "error"):
+                        tracking.trial(row.trial).ended(row.values, row.status)
             run.write_trials(results_csv(rows, list(job.tune.space)))
             unfinished_rows = [row.trial for row in rows if row.status in ("pending", "running")]
             if interrupted:  # Tune caught the Ctrl-C itself and returned

@@ -136,8 +136,9 @@ def checkpoints(run: Path, trial: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_interrupted_search_resumes_then_best_job_submits(ray_cluster, write_job, tmp_path):
-    """ASHA stops poor learning rates; Ctrl-C keeps finished trials; --resume runs only the rest."""
+def test_interrupted_search_resumes_then_best_job_submits(ray_cluster, write_job, tmp_path, mlflow_server):
+    """ASHA stops poor learning rates; Ctrl-C keeps finished trials; --resume runs only the rest. In MLflow, only
+    the trials that finished before the Ctrl-C have ended."""
     from cnnjobs.train.runner import submit
     from cnnjobs.tune import search
 
@@ -145,7 +146,9 @@ def test_interrupted_search_resumes_then_best_job_submits(ray_cluster, write_job
     # above chance) before the others reach it, so whether they are stopped does not depend on which concurrent
     # trial happens to report first. The search is interrupted after two trials, the second one stopped early.
     job_file = tune_job(write_job, {"space": SPACE, "grace_period": 2, "reduction_factor": 2,
-                                    "max_concurrent_trials": 1}, **{"train.optimizer": "sgd", "train.momentum": 0.9})
+                                    "max_concurrent_trials": 1}, **{"train.optimizer": "sgd", "train.momentum": 0.9,
+                                                                    "output.mlflow": {"tracking_uri": mlflow_server.uri,
+                                                                                      "experiment": "interrupted"}})
     env = cli_env(RAY_ADDRESS=ray_cluster["gcs"], RAY_AUTH_MODE="token")
     search_cli = subprocess.Popen([sys.executable, "-m", "cnnjobs.cli", "tune", str(job_file), "--json"],
                                   cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -166,6 +169,9 @@ def test_interrupted_search_resumes_then_best_job_submits(ray_cluster, write_job
     before = {r["trial"]: (r["epochs"], checkpoints(run, r["trial"])) for r in read_csv(run / "tune_results.csv")
               if r["status"] in ("done", "stopped")}
     assert before and len(before) < 3
+    nested = {one.data.tags["cnnjobs.trial"]: one.info.status for one in mlflow_server.runs("interrupted")
+              if "cnnjobs.trial" in one.data.tags}
+    assert {trial for trial, status in nested.items() if status == "FINISHED"} == set(before), nested
 
     job = load_job(job_file)
     result = search(job, resume=str(run))
