@@ -137,7 +137,7 @@ def _jitter(x: torch.Tensor, spec: ColorJitterSpec, gen: torch.Generator) -> tor
     def factor(v: float) -> torch.Tensor:
         return to_device(_uniform(gen, n, max(0.0, 1 - v), 1 + v).float().view(n, 1, 1, 1), device)
 
-    gray_weights = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
+    gray_weights = to_device(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), device)  # without a wait
     if spec.brightness:
         x = (x * factor(spec.brightness)).clamp(0, 255)
     if spec.contrast:

@@ -9,6 +9,7 @@ the device with events (`StepTimer`); augmentation's draws reach the device with
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,7 +55,6 @@ class Trainee:
     manifest: Manifest
     device: torch.device
     rank: int
-    world: int
     plain: nn.Module
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -75,11 +75,11 @@ class Trainee:
     def __post_init__(self) -> None:
         self.timer = StepTimer(self.device)
 
-    @property
+    @functools.cached_property  # read every step: built once
     def num_classes(self) -> dict[str, int]:
         return {task: len(classes) for task, classes in self.manifest.tasks.items()}
 
-    @property
+    @functools.cached_property
     def task_weights(self) -> dict[str, float]:
         return {task: head.weight for task, head in self.job.model.heads.items()}
 
@@ -114,7 +114,6 @@ class LossWatch:
     device has made it; `final` reads it once, at the end of the epoch."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device = device
         # total, the first non-finite step (-1: none yet), that step's loss
         self.values = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64, device=device)
         self.steps = 0

@@ -10,7 +10,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import copy
 import tempfile
 import threading
 import time
@@ -86,7 +85,7 @@ def setup(cfg: LoopConfig, reporter: Reporter) -> Trainee:
     steps = train_steps(manifest.num_rows("train") // world, batch_size)
     caches = {name: SplitCache(keep=name in cfg.kept, rank=rank, world=world, equal=name == "train")
               for name in manifest.files}
-    return Trainee(job, manifest, device, rank, world, plain, plain, optimizer,
+    return Trainee(job, manifest, device, rank, plain, plain, optimizer,
                    torch.amp.GradScaler("cuda", enabled=amp is torch.float16), LrSchedule(spec, optimizer, steps),
                    make_augment(job.data.augment) if job.data.augment else None, mean, std, amp, memory_format,
                    batch_size, steps, caches, reporter, cfg.stop)
@@ -177,8 +176,8 @@ def train_loop(config: dict[str, Any]) -> None:
             metrics["test/confusion"] = {task: c.tolist() for task, c in test.confusion.items()}
         elif last or stop:  # no test split: the best epoch's validation confusion is the one shown
             metrics["val/confusion"] = best_val_confusion
-        reporter.epoch(copy.deepcopy(metrics))
-        history.append(copy.deepcopy(metrics))
+        reporter.epoch(metrics)  # sent as it is now; nothing changes `metrics` after this
+        history.append(metrics)
         state = {"optimizer": t.optimizer.state_dict(), "schedule": t.schedule.state_dict(),
                  "scaler": t.scaler.state_dict(), "stopper": (stopper.best, stopper.wait) if stopper else None,
                  "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "last_val": last_val,

@@ -179,8 +179,7 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
         summary.data = data_facts(job, manifest, launched.cached)
         summary.driver = f"{socket.gethostname()}:{os.getpid()}"
         summary.ray = launched.session.where
-        earlier = list(previous.rows) if previous else []
-        rows = list(earlier)  # every epoch so far, as metrics.csv holds them
+        rows = list(previous.rows) if previous else []  # every epoch so far, as metrics.csv holds them
         snapshot = Snapshot()
 
         tracking = Tracking.start(job, run, summary, launched.session.where, getattr(on_progress, "warn", None))
@@ -199,7 +198,7 @@ def submit(job: JobSpec, *, address: str | None = None, on_progress: ProgressCal
         with run_lifecycle(run, summary, resume=f"cnnjobs submit --resume {run.location}", finish=finish,
                            tracking=tracking):
             notify("starting the training loop" if in_process else "starting workers", None, rows)
-            tracker = ProgressTracker.remote(resuming=previous is not None, rows=earlier)
+            tracker = ProgressTracker.remote(resuming=previous is not None, rows=rows)  # sent as they are now
             stop = threading.Event() if in_process else None
             data = training_data(job, manifest)
             loop = LoopConfig(job, manifest, tracker, data.kept, run.location, in_process, previous is not None, stop,

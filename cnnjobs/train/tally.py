@@ -8,12 +8,16 @@ tallies together (`all_reduce`) and get the metrics of the whole split.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import torch
 
 from cnnjobs.metrics import TOP_K, macro_f1, metric_name
 from cnnjobs.models.heads import predicted_class
 from cnnjobs.train import collectives
+
+Flat = TypeVar("Flat", torch.Tensor, np.ndarray)  # the sums in one vector, on the device or read to the host
 
 
 class Tally:
@@ -45,15 +49,22 @@ class Tally:
         """Sum the tallies of all workers (train metrics cover the whole split, not this worker's part)."""
         if not collectives.distributed():
             return
-        flat = torch.cat([self.loss, self.top_hits, *[c.double() for c in self.counts.values()]])
-        summed = collectives.all_reduce_sum(flat)
-        self.loss = summed[:len(self.tasks)]
-        self.top_hits = summed[len(self.tasks):len(self.tasks) + len(self.top_tasks)]
-        offset = len(self.tasks) + len(self.top_tasks)
-        for task, counts in self.counts.items():
-            self.counts[task] = summed[offset:offset + counts.numel()].round().long()
-            offset += counts.numel()
+        self.loss, self.top_hits, counts = self._split(collectives.all_reduce_sum(self._flat()))
+        self.counts = {task: flat.round().long() for task, flat in counts.items()}
         self._read = None
+
+    def _flat(self) -> torch.Tensor:
+        """Every sum in one float64 tensor (one collective, one copy to the host): losses, top-k hits, counts."""
+        return torch.cat([self.loss, self.top_hits, *[c.double() for c in self.counts.values()]])
+
+    def _split(self, flat: Flat) -> tuple[Flat, Flat, dict[str, Flat]]:
+        """`_flat`'s pieces back (slices of `flat`, a tensor or an array): losses, hits, each task's flat counts."""
+        losses, hits = flat[:len(self.tasks)], flat[len(self.tasks):len(self.tasks) + len(self.top_tasks)]
+        offset, counts = len(self.tasks) + len(self.top_tasks), {}
+        for task, n in self.num_classes.items():
+            counts[task] = flat[offset:offset + n * n]
+            offset += n * n
+        return losses, hits, counts
 
     @property
     def confusion(self) -> dict[str, np.ndarray]:
@@ -63,13 +74,9 @@ class Tally:
     def _host(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """The sums on the host: one copy of everything, the first time they are read after a change."""
         if self._read is None:
-            flat = torch.cat([self.loss, self.top_hits, *[c.double() for c in self.counts.values()]]).cpu().numpy()
-            losses, hits = flat[:len(self.tasks)], flat[len(self.tasks):len(self.tasks) + len(self.top_tasks)]
-            offset, confusion = len(self.tasks) + len(self.top_tasks), {}
-            for task, n in self.num_classes.items():
-                confusion[task] = flat[offset:offset + n * n].round().astype(np.int64).reshape(n, n)
-                offset += n * n
-            self._read = (losses, hits, confusion)
+            losses, hits, counts = self._split(self._flat().cpu().numpy())
+            self._read = (losses, hits, {task: flat.round().astype(np.int64).reshape(self.num_classes[task], -1)
+                                         for task, flat in counts.items()})
         return self._read
 
     def metrics(self, prefix: str, weights: dict[str, float] | None = None) -> dict[str, float]:

@@ -102,7 +102,7 @@ def trainee(arch: str, rows: int, batch_size: int, augment: bool = False) -> Tra
     optimizer = make_optimizer(model.parameters(), job.train)
     manifest = type("M", (), {"tasks": {"digit": [str(i) for i in range(10)]}})()
     steps = train_steps(rows, batch_size)
-    return Trainee(job, manifest, CPU, 0, 1, model, model, optimizer, torch.amp.GradScaler("cuda", enabled=False),
+    return Trainee(job, manifest, CPU, 0, model, model, optimizer, torch.amp.GradScaler("cuda", enabled=False),
                    LrSchedule(job.train, optimizer, steps), make_augment(job.data.augment) if augment else None,
                    torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), None, torch.contiguous_format, batch_size, steps,
                    {"train": SplitCache(keep=True, equal=True)}, Reporter(None, 0))
@@ -205,3 +205,4 @@ def test_one_ranks_fatal_error_stops_every_rank(ray_cluster, write_job, monkeypa
     assert time.time() - started < 120
     (run,) = [p for p in (Path(job).parent / "runs").glob("*/*") if p.is_dir()]
     assert [Path(c).name for c in checkpoints.in_run(str(run))] == ["checkpoint_epoch-0001"]
+
