@@ -84,7 +84,7 @@ def test_a_streamed_run_repeats_itself(manifest, monkeypatch, tmp_path):
     from cnnjobs.train import runner
 
     monkeypatch.setattr(runner, "IN_MEMORY_SHARE", 0.0)  # every split streams from the shards
-    job = seeded_job("jobs/digits_lenet.yaml", "train.epochs=2", f"output.dir={tmp_path}", "scaling.use_gpu=false",
+    job = seeded_job("jobs/digits_lenet.yaml", "train.epochs=3", f"output.dir={tmp_path}", "scaling.use_gpu=false",
                      f"data.cache_dir={manifest.location.rsplit('/shards/', 1)[0]}")
     first, second = runner.submit(job).summary, runner.submit(job).summary
     assert first.data.shards == manifest.location
