@@ -177,7 +177,17 @@ class Reading:
 
 def train_epoch(t: Trainee, epoch: int, limit: int = 0,
                 on_step: Callable[[int], None] | None = None) -> Tally:
-    """Train one epoch (its first `limit` steps with a limit) and return this worker's tally of it."""
+    """Train one epoch (its first `limit` steps with a limit) and return this worker's tally of it. A non-finite
+    loss or running out of memory, which a restart would only repeat, is recorded on the driver's tracker before
+    it is raised, so that a restarted worker group returns at once (the training loop's and the plan's probe's)."""
+    try:
+        return _train_epoch(t, epoch, limit, on_step)
+    except (Diverged, OutOfMemory) as error:
+        t.reporter.fatal(str(error))
+        raise
+
+
+def _train_epoch(t: Trainee, epoch: int, limit: int, on_step: Callable[[int], None] | None) -> Tally:
     spec = t.job.train
     seeds.seed_everything(seeds.dropout(spec.seed, t.rank, epoch))
     t.model.train()

@@ -30,7 +30,7 @@ from cnnjobs.run import checkpoints, layout
 from cnnjobs.spec import JobSpec
 from cnnjobs.train import collectives, seeds
 from cnnjobs.train.cache import SplitCache, train_steps
-from cnnjobs.train.epoch import Diverged, OutOfMemory, Trainee, evaluate, train_epoch
+from cnnjobs.train.epoch import Trainee, evaluate, train_epoch
 from cnnjobs.train.progress import Reporter
 from cnnjobs.train.schedules import LrSchedule, early_stopping, make_optimizer
 from cnnjobs.train.timing import PARTS
@@ -103,7 +103,7 @@ def train_loop(config: dict[str, Any]) -> None:
     job, spec = cfg.job, cfg.job.train
     reporter = Reporter(cfg.progress, ray.train.get_context().get_world_rank())
     if reporter.fatal_error():
-        return  # an earlier attempt hit an error that a restart would only repeat (see `_fatal`)
+        return  # an earlier attempt hit an error that a restart would only repeat (see `train_epoch`)
     reporter.placed(ray.get_runtime_context().get_node_id())
     t = setup(cfg, reporter)
     if cfg.probe_steps:
@@ -144,10 +144,7 @@ def train_loop(config: dict[str, Any]) -> None:
             t.plain.freeze_backbone(False)
             wrap(t)
         lr = t.schedule.lr
-        try:
-            tally = train_epoch(t, epoch)
-        except (Diverged, OutOfMemory) as error:
-            _fatal(reporter, error)
+        tally = train_epoch(t, epoch)
         with t.timer.part("sync"):
             tally.all_reduce()
         metrics: dict[str, Any] = {"epoch": epoch, **tally.metrics("train", weights), "lr": lr}
@@ -213,13 +210,6 @@ def _restore(cfg: LoopConfig, reporter: Reporter) -> tuple[checkpoints.Loaded | 
                                                                                      if passed else ""))
     reporter.started(loaded.state["epoch"] if loaded else None, passed, rows)
     return loaded, rows
-
-
-def _fatal(reporter: Reporter, error: Exception) -> None:
-    """An error a restart would only repeat: recorded on the driver's tracker (so that a restarted worker group
-    returns at once instead of failing again) and raised."""
-    reporter.fatal(str(error))
-    raise error
 
 
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:

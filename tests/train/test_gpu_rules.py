@@ -206,3 +206,28 @@ def test_one_ranks_fatal_error_stops_every_rank(ray_cluster, write_job, monkeypa
     (run,) = [p for p in (Path(job).parent / "runs").glob("*/*") if p.is_dir()]
     assert [Path(c).name for c in checkpoints.in_run(str(run))] == ["checkpoint_epoch-0001"]
 
+
+class Recorder:
+    """A reporter that keeps what a worker records as fatal."""
+
+    def __init__(self) -> None:
+        self.fatal_errors: list[str] = []
+
+    def step(self, *args) -> None:
+        pass
+
+    def fatal(self, message: str) -> None:
+        self.fatal_errors.append(message)
+
+
+def test_a_fatal_error_is_recorded_where_an_epoch_meets_it_for_the_loop_and_the_plans_probe(monkeypatch):
+    """`train_epoch` records a non-finite loss before raising it, so a restarted worker group returns at once: in
+    the training loop and in `cnnjobs plan`'s probe alike (both train through it)."""
+    real = epoch.forward
+    monkeypatch.setattr(epoch, "forward", lambda *args: real(*args) * float("nan"))
+    serve(40, monkeypatch)
+    t = trainee("lenet5", 40, 8)
+    t.reporter = Recorder()
+    with pytest.raises(epoch.Diverged, match="the loss became nan at epoch 1"):
+        epoch.train_epoch(t, 1, limit=3)  # a probe's few steps
+    assert len(t.reporter.fatal_errors) == 1 and "the loss became nan" in t.reporter.fatal_errors[0]
