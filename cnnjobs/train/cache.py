@@ -43,14 +43,19 @@ GPU_SHARE = 0.25  # of the GPU's free memory, for the kept splits' rows
 
 def train_steps(rows: int, batch_size: int) -> int:
     """Training steps over `rows` rows in batches of `batch_size`, a last batch of one row folded in."""
-    steps = -(-rows // batch_size)
-    return steps - 1 if steps > 1 and rows % batch_size == 1 else steps
+    return len(spans(rows, batch_size, fold=True))
+
+
+def folds(batch_size: int) -> bool:
+    """Whether a last training batch of one row is folded into the one before: not with batches of one row, which
+    are all of one row by choice."""
+    return batch_size >= MIN_TRAIN_ROWS
 
 
 def spans(count: int, batch_size: int, fold: bool) -> list[tuple[int, int]]:
     """(start, stop) of each batch over `count` rows; with `fold`, a last batch of one row joins the one before."""
     bounds = [(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
-    if fold and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < MIN_TRAIN_ROWS:
+    if fold and folds(batch_size) and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < MIN_TRAIN_ROWS:
         bounds[-2:] = [(bounds[-2][0], count)]
     return bounds
 
@@ -134,7 +139,7 @@ class SplitCache:
         """
         if not self.keep:
             batches = stream_batches(stream(), batch_size, device, shuffle_seed)
-            yield from (fold_runts(batches) if self.equal else batches)
+            yield from (fold_runts(batches) if self.equal and folds(batch_size) else batches)
             return
         if self.rows is None:
             parts = list(stream())

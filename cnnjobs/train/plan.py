@@ -9,7 +9,6 @@ expected to run and the wall time at the search's concurrency. Nothing is writte
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ import ray
 
 from cnnjobs.run.folder import RunDir
 from cnnjobs.spec import JobSpec
+from cnnjobs.train.cache import train_steps
 from cnnjobs.train.launch import launch
 from cnnjobs.train.loop import LoopConfig
 from cnnjobs.train.progress import ProgressTracker
@@ -94,7 +94,7 @@ def plan(job: JobSpec, *, address: str | None = None, steps: int = PROBE_STEPS,
         raise RuntimeError("the probe reported nothing")
     world = job.scaling.num_workers
     train_rows = manifest.num_rows("train")
-    steps_per_epoch = math.ceil(train_rows // world / (job.train.batch_size // world))
+    steps_per_epoch = train_steps(train_rows // world, job.train.batch_size // world)  # as the loop counts them
     val_rows = manifest.num_rows("val")
     val_s = probe["val_s"] / max(probe["val_images"], 1) * val_rows / world if probe["val_images"] else 0.0
     epoch_s = steps_per_epoch * probe["step_s"] + val_s / job.train.validate_every

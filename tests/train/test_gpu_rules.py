@@ -8,6 +8,7 @@ import ast
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from cnnjobs.data.pipeline import TrainingData
 from cnnjobs.models import build_model
 from cnnjobs.spec import load_job
 from cnnjobs.train import collectives, epoch
-from cnnjobs.train.cache import SplitCache, fold_runts, train_steps
+from cnnjobs.train.cache import SplitCache, fold_runts, spans, train_steps
 from cnnjobs.train.epoch import Trainee
 from cnnjobs.train.progress import Reporter
 from cnnjobs.train.schedules import LrSchedule, make_optimizer
@@ -137,6 +138,9 @@ def test_a_training_step_reads_nothing_back_from_the_device(monkeypatch, augment
 
 def test_no_training_batch_of_one_row(monkeypatch):
     assert train_steps(9, 4) == 2 and train_steps(10, 4) == 3 and train_steps(1, 4) == 1 and train_steps(4, 4) == 1
+    assert train_steps(5, 1) == 5 and spans(5, 1, fold=True) == [(i, i + 1) for i in range(5)], "batches of one"
+    streamed = SplitCache(keep=False, equal=True).batches(lambda: [{"image": np.zeros((5, 1), np.uint8)}], 1, CPU, 0)
+    assert [len(b["image"]) for b in streamed] == [1] * 5, "a batch size of one is not folded into one batch"
     sizes = [len(b["image"]) for b in fold_runts({"image": torch.zeros(n, 1)} for n in (4, 4, 1))]
     assert sizes == [4, 5], "a streamed runt joins the batch before it"
     serve(9, monkeypatch)
